@@ -1,0 +1,27 @@
+"""WebSocket endpoints and rooms for Starlette and FastAPI, on asyncio and trio.
+
+One anyio task group per connection, one background task per received message, and rooms
+that share messages inside one process or, through a backend, across many.
+"""
+
+from ._endpoint import BaseWSEndpoint as BaseWSEndpoint
+from ._exceptions import CloseCode as CloseCode
+from ._exceptions import HubNotRunning as HubNotRunning
+from ._exceptions import InvalidMessage as InvalidMessage
+from ._exceptions import JoinRefused as JoinRefused
+from ._exceptions import WsroomsError as WsroomsError
+from ._hub import Hub as Hub
+from ._room_endpoint import RoomEndpoint as RoomEndpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseWSEndpoint",
+    "CloseCode",
+    "Hub",
+    "HubNotRunning",
+    "InvalidMessage",
+    "JoinRefused",
+    "RoomEndpoint",
+    "WsroomsError",
+]
