@@ -1,0 +1,30 @@
+"""Every test runs on asyncio (in debug mode) and on trio."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+BACKENDS = [
+    pytest.param(("asyncio", {"debug": True}), id="asyncio"),
+    pytest.param(("trio", {}), id="trio"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def test_client_factory(
+    anyio_backend_name: str, anyio_backend_options: dict[str, Any]
+) -> Callable[..., TestClient]:
+    """Starlette's TestClient on the backend under test (as Starlette's own suite does)."""
+    return functools.partial(
+        TestClient, backend=anyio_backend_name, backend_options=anyio_backend_options
+    )
