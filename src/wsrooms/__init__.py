@@ -11,17 +11,23 @@ from ._exceptions import InvalidMessage as InvalidMessage
 from ._exceptions import JoinRefused as JoinRefused
 from ._exceptions import WsroomsError as WsroomsError
 from ._hub import Hub as Hub
+from ._room import BaseRoom as BaseRoom
+from ._room import ConnectionsManager as ConnectionsManager
+from ._room import Room as Room
 from ._room_endpoint import RoomEndpoint as RoomEndpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseRoom",
     "BaseWSEndpoint",
     "CloseCode",
+    "ConnectionsManager",
     "Hub",
     "HubNotRunning",
     "InvalidMessage",
     "JoinRefused",
+    "Room",
     "RoomEndpoint",
     "WsroomsError",
 ]

@@ -337,6 +337,70 @@ class BaseWSEndpoint:
             self.task_group = None
             await self._finish(websocket)
 
+    async def _enter(self, websocket: WebSocket) -> None:
+        """Open the connection for a caller that reads the socket itself (Room API 2).
+
+        The caller's code then runs inside the connection's task group, so ending the
+        connection (a slow consumer, a hub shutting down) cancels it too; `_exit` ends it.
+        """
+        # The caller reads through `websocket`: note the client's close code on the way.
+        receive = websocket._receive
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and self._close_code is None:
+                # Record only: the caller's block goes on to its end (no cancellation).
+                self._close_code = message.get("code", CloseCode.NO_STATUS_RCVD)
+                self._begin_ending()
+            return message
+
+        websocket._receive = watched_receive
+        if not await self._open(websocket):
+            return
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self.task_group = task_group
+        self._on_task_group_started(task_group)
+        if self._ending:
+            task_group.cancel_scope.cancel()
+
+    async def _exit(self, exc: BaseException | None) -> bool:
+        """End a connection opened by `_enter`; true to suppress the caller's exception.
+
+        Expected endings (the client left, the connection was closed) are absorbed; an
+        unexpected exception is logged and closes with 1011, as a handler's would.
+        """
+        task_group = self.task_group
+        if task_group is None:  # refused at the handshake
+            return isinstance(exc, _GONE)
+        passed: BaseException | None = None
+        suppress = False
+        if exc is None:
+            if not self._ending:  # the caller left the block with the client still there
+                self._request_close(CloseCode.NORMAL_CLOSURE, "")
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            passed = exc  # the task group's own cancel scope absorbs its cancellation
+        elif isinstance(exc, _GONE):
+            self._client_left(getattr(exc, "code", CloseCode.ABNORMAL_CLOSURE))
+            suppress = True
+        elif isinstance(exc, Exception):
+            self._fail(exc, "the connection's block")
+            suppress = True
+        else:
+            passed = exc
+        task_group.cancel_scope.cancel()
+        try:
+            absorbed = await task_group.__aexit__(
+                type(passed) if passed else None, passed, passed.__traceback__ if passed else None
+            )
+        except anyio.get_cancelled_exc_class():
+            self._cancelled_from_outside()
+            raise
+        finally:
+            self.task_group = None
+            await self._finish(self.websocket)
+        return suppress or bool(absorbed)
+
     async def _open(self, websocket: WebSocket) -> bool:
         """Run `on_connect`; true when the connection is accepted and must be served."""
         self.websocket = websocket

@@ -282,9 +282,7 @@ class Hub:
         """Deliver what another process published (the backend's callback)."""
         self._fanout(room, event, ())
 
-    def _fanout(
-        self, room: str | None, event: Message, exclude: Collection[Connection]
-    ) -> None:
+    def _fanout(self, room: str | None, event: Message, exclude: Collection[Connection]) -> None:
         if room is None:
             members: tuple[Connection, ...] = tuple(self._members.all_connections())
         else:
@@ -319,4 +317,3 @@ def _make_backend(backend: str | Backend | None) -> Backend:
         f"unknown hub backend {backend!r}: pass None, 'memory://', a 'redis://' URL, "
         "or a wsrooms.backends.Backend object"
     )
-

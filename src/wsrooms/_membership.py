@@ -30,9 +30,7 @@ def check_room(room: object) -> str:
     if not room:
         raise ValueError("a room name must not be empty")
     if len(room) > MAX_ROOM_NAME:
-        raise ValueError(
-            f"a room name must be at most {MAX_ROOM_NAME} characters, not {len(room)}"
-        )
+        raise ValueError(f"a room name must be at most {MAX_ROOM_NAME} characters, not {len(room)}")
     if _CONTROL.search(room):
         raise ValueError(f"a room name must not contain control characters: {room!r}")
     return room

@@ -184,4 +184,3 @@ class RoomEndpoint(BaseWSEndpoint):
                 self.websocket.url.path,
                 self.exit_max_delay,
             )
-
