@@ -84,6 +84,11 @@ class FakePeer:
         assert message["type"] == "websocket.accept", message
         return message
 
+    async def next_text(self) -> str:
+        message = await self.next()
+        assert message["type"] == "websocket.send", message
+        return message["text"]  # type: ignore[no-any-return]
+
     async def next_json(self) -> Any:
         message = await self.next()
         assert message["type"] == "websocket.send", message

@@ -21,7 +21,9 @@ class Recorder(BaseWSEndpoint):
 
     events: list[tuple[Any, ...]] = []
 
-    async def _register_background_task(self, task_id: str, websocket: WebSocket, data: Any) -> None:
+    async def _register_background_task(
+        self, task_id: str, websocket: WebSocket, data: Any
+    ) -> None:
         self.events.append(("register", task_id, data))
 
     async def _unregister_background_task(
@@ -343,7 +345,9 @@ async def test_register_error_runs_hook_and_unregister() -> None:
     hooked: list[str] = []
 
     class BadRegister(Recorder):
-        async def _register_background_task(self, task_id: str, websocket: WebSocket, data: Any) -> None:
+        async def _register_background_task(
+            self, task_id: str, websocket: WebSocket, data: Any
+        ) -> None:
             raise KeyError("register")
 
         async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
