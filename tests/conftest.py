@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from starlette.testclient import TestClient
@@ -25,6 +25,5 @@ def test_client_factory(
     anyio_backend_name: str, anyio_backend_options: dict[str, Any]
 ) -> Callable[..., TestClient]:
     """Starlette's TestClient on the backend under test (as Starlette's own suite does)."""
-    return functools.partial(
-        TestClient, backend=anyio_backend_name, backend_options=anyio_backend_options
-    )
+    backend: Literal["asyncio", "trio"] = "trio" if anyio_backend_name == "trio" else "asyncio"
+    return functools.partial(TestClient, backend=backend, backend_options=anyio_backend_options)

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from tests._fake import FakePeer, serving
@@ -162,7 +163,7 @@ async def test_close_frame_follows_every_unregister() -> None:
     endpoint = make(Failing)
     peer = FakePeer()
 
-    def on_send(message: dict[str, Any]) -> None:
+    def on_send(message: Message) -> None:
         if message["type"] == "websocket.close":
             seen_at_close.append(sum(1 for e in endpoint.events if e[0] == "unregister"))
 
@@ -630,8 +631,8 @@ async def test_json_codec_is_pluggable_and_bytes_dumps_go_as_text() -> None:
         return {"decoded": json.loads(data)}
 
     class Codec(BaseWSEndpoint):
-        json_dumps = dumps
-        json_loads = loads
+        json_dumps = staticmethod(dumps)
+        json_loads = staticmethod(loads)
 
         async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> None:
             await self.send_message(data)
@@ -687,7 +688,7 @@ async def test_send_after_client_left_ends_quietly(caplog: pytest.LogCaptureFixt
     endpoint = make(Gone)
     peer = FakePeer()
 
-    async def failing_send(message: dict[str, Any]) -> None:
+    async def failing_send(message: Message) -> None:
         if message["type"] == "websocket.send":
             raise OSError("connection reset")
         await FakePeer.send(peer, message)

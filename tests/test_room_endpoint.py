@@ -13,7 +13,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from tests._fake import FakePeer, serving
-from wsrooms import CloseCode, Hub, JoinRefused, RoomEndpoint
+from wsrooms import CloseCode, Hub, RoomEndpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -162,7 +162,7 @@ async def test_crash_leaves_every_room() -> None:
             return await super()._background_handler(task_id, websocket, data)
 
     cls = endpoint()
-    crashing = type("Crashing", (Crashing,), {"hub": cls.hub, "events": []})
+    crashing: type[RoomEndpoint] = type("Crashing", (Crashing,), {"hub": cls.hub, "events": []})
     async with peers(crashing, 1) as (a,):
         await join(a, "x")
         await a.send_json("crash")
@@ -177,7 +177,7 @@ async def test_can_join_refusal_closes_1008() -> None:
         async def can_join(self, room: str) -> bool:
             return room != "vip"
 
-    cls = type("Picky", (Picky,), {"hub": Hub(), "events": []})
+    cls: type[Chat] = type("Picky", (Picky,), {"hub": Hub(), "events": []})
     async with peers(cls, 1) as (a,):
         await a.send_json({"join": "vip"})
         assert await a.expect_close() == (1008, "join refused")
@@ -383,7 +383,7 @@ async def test_slow_consumer_disconnect_policy(caplog: pytest.LogCaptureFixture)
 
     cls = _relay(send_queue_size=8)
     cls = type("R", (Recording, cls), {})
-    stuck, _ = await _run_with_stuck_member(cls, 50)
+    await _run_with_stuck_member(cls, 50)
     assert codes[0] == CloseCode.POLICY_VIOLATION
     assert cls.hub.dropped == 0
     assert any("slow consumer" in r.getMessage() for r in caplog.records)

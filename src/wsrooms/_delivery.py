@@ -36,7 +36,16 @@ class Outbox:
         on_overflow: Called synchronously when the `"disconnect"` policy fires.
     """
 
-    __slots__ = ("_closed", "_maxsize", "_on_overflow", "_policy", "_queue", "_wake", "dropped")
+    __slots__ = (
+        "_closed",
+        "_inflight",
+        "_maxsize",
+        "_on_overflow",
+        "_policy",
+        "_queue",
+        "_wake",
+        "dropped",
+    )
 
     def __init__(
         self, maxsize: int, policy: SlowConsumerPolicy, on_overflow: Callable[[], None]
@@ -46,6 +55,7 @@ class Outbox:
         self._policy = policy
         self._on_overflow = on_overflow
         self._wake: anyio.Event | None = None
+        self._inflight: Message | None = None
         self._closed = False
         self.dropped = 0
 
@@ -80,6 +90,7 @@ class Outbox:
         self._closed = True
         self._maxsize = 0
         self._queue.clear()
+        self._inflight = None
 
     async def run(self, send: Callable[[Message], Awaitable[None]]) -> None:
         """Write queued events with `send` until cancelled (the writer task's body)."""
@@ -87,12 +98,19 @@ class Outbox:
         popleft = queue.popleft
         while True:
             while queue:
-                await send(popleft())
+                # Kept aside until written: a send cancelled before it wrote (ASGI servers
+                # check for cancellation before writing) is retried by `flush`.
+                event = self._inflight = popleft()
+                await send(event)
+                self._inflight = None
             wake = self._wake = anyio.Event()
             await wake.wait()
 
     async def flush(self, send: Callable[[Message], Awaitable[None]]) -> None:
-        """Write what is still queued (used once the writer has ended)."""
+        """Write what the ended writer left: its interrupted event, then the queue."""
+        if self._inflight is not None:
+            event, self._inflight = self._inflight, None
+            await send(event)
         queue = self._queue
         while queue:
             await send(queue.popleft())

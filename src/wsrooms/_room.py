@@ -106,11 +106,12 @@ class _RoomConnection(RoomEndpoint):
     args: tuple[Any, ...] = ()
 
     async def on_connect(self, websocket: WebSocket) -> None:
+        # Join first: once the client sees the accept, it is a member of the room.
+        await self.join(self.room.name)
         if websocket.application_state is WebSocketState.CONNECTING:
             await self.accept(websocket)
         else:  # accepted by the caller before connect()
             self._accepted = True
-        await self.join(self.room.name)
         handler = self.room._on_connection
         if handler is not None:
             await handler(self.room._handler_room(), websocket, *self.args)
