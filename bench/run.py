@@ -1,0 +1,933 @@
+#!/usr/bin/env python3
+"""The wsrooms benchmark: wsrooms next to its peers, real servers on loopback.
+
+    python bench/run.py --setup                 # create/refresh the bench venv + node deps
+    python bench/run.py                         # everything, 3 interleaved repetitions
+    python bench/run.py --quick                 # smoke run (CI): 1 repetition, small sizes
+    python bench/run.py --scenarios fanout,idle --targets websockets,starlette-loop --reps 1
+
+The server under test runs pinned to core 0 and the load generator (Node.js,
+bench/loadgen.js) to core 1. Both processes' CPU time and RSS are sampled at the edges of
+each measured window. Results: bench/results/results.json, results.md, fanout.png,
+memory.png. The exit status is non-zero when a target fails to serve, loses or reorders a
+message, or a run hits its deadline. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+RAW = RESULTS / "raw"  # server logs, git-ignored
+DEFAULT_VENV = Path(os.environ.get("BENCH_VENV", "/work/bench-venv"))
+SERVER_CORE = 0
+LOADGEN_CORE = 1
+HOST = "127.0.0.1"
+
+# --------------------------------------------------------------------------------------
+# Targets
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    module: str  # bench/targets/<module>.py
+    server: str  # uvicorn | hypercorn-trio | native
+    family: str  # asyncio | trio: which baselines its ratios use
+    proto: str = "ws"  # ws | sio (Engine.IO v4 framing)
+    echo: bool = False  # serves /echo
+    stats: bool = False  # serves /stats (hub.dropped)
+    scenarios: frozenset[str] | None = None  # None: every scenario
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+TARGETS: list[Target] = [
+    Target("wsrooms-endpoint", "wsrooms_endpoint", "uvicorn", "asyncio", echo=True, stats=True,
+           note="RoomEndpoint; echo: BaseWSEndpoint (task per message)"),
+    Target("wsrooms-room", "wsrooms_room", "uvicorn", "asyncio", stats=True,
+           note="Room, decorator API 2, un-awaited push()"),
+    Target("starlette-loop", "starlette_loop", "uvicorn", "asyncio", echo=True,
+           note="room dict + sequential await send_text; echo: WebSocketEndpoint"),
+    Target("socketio", "socketio_rooms", "uvicorn", "asyncio", proto="sio", echo=True,
+           note="python-socketio AsyncServer rooms (ASGI)"),
+    Target("broadcaster", "broadcaster_memory", "uvicorn", "asyncio",
+           note="encode/broadcaster memory:// on Starlette"),
+    Target("websockets", "websockets_raw", "native", "asyncio", echo=True,
+           note="websockets asyncio server + broadcast(), uvloop, no ASGI"),
+    Target("wsrooms-endpoint-trio", "wsrooms_endpoint", "hypercorn-trio", "trio", echo=True,
+           stats=True, note="RoomEndpoint on hypercorn -k trio"),
+    Target("wsrooms-room-trio", "wsrooms_room", "hypercorn-trio", "trio", stats=True,
+           note="Room API 2 on hypercorn -k trio"),
+    Target("starlette-loop-trio", "starlette_loop", "hypercorn-trio", "trio", echo=True,
+           note="sequential loop on hypercorn -k trio"),
+    Target("websockets-trio", "websockets_trio", "native", "trio", echo=True,
+           note="websockets.trio server + await broadcast(), no ASGI"),
+    Target("wsrooms-endpoint-drop", "wsrooms_endpoint", "uvicorn", "asyncio", stats=True,
+           scenarios=frozenset({"slow"}), env={"BENCH_SLOW_CONSUMER": "drop_oldest"},
+           note="RoomEndpoint with slow_consumer='drop_oldest' (slow scenario only)"),
+]
+BY_LABEL = {t.label: t for t in TARGETS}
+BASELINES = {"asyncio": ("starlette-loop", "websockets"), "trio": ("starlette-loop-trio", "websockets-trio")}
+SEND_QUEUE_SIZE = 256  # wsrooms targets: well above the fan-out window (and small enough
+# that a stuck member hits the slow-consumer policy within the slow scenario)
+
+# --------------------------------------------------------------------------------------
+# Scenarios: name -> list of variants; each variant is the load generator's config.
+
+FANOUT_WINDOW = 10
+
+
+def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
+    if quick:
+        return {
+            "fanout": [dict(variant="N=20", subscribers=20, messages=300, window=FANOUT_WINDOW,
+                            size=100, duration=5)],
+            "slow": [
+                dict(variant="no stuck member", subscribers=20, exclude=1, stuck=False,
+                     messages=600, window=FANOUT_WINDOW, size=4096, duration=4),
+                dict(variant="one stuck member", subscribers=20, exclude=1, stuck=True,
+                     messages=2500, window=FANOUT_WINDOW, size=4096, duration=4,
+                     stuckDrainMs=1500),
+            ],
+            "idle": [dict(variant="C=200", connections=200, rooms=10, duration=20, settleMs=500)],
+            "echo": [dict(variant="10 clients", clients=10, size=100, duration=1.5)],
+            "churn": [dict(variant="300 cycles", cycles=300, warmCycles=100, concurrency=50,
+                           rooms=10, duration=20, settleMs=300)],
+        }
+    return {
+        "fanout": [
+            dict(variant="N=100", subscribers=100, messages=6000, window=FANOUT_WINDOW, size=100,
+                 duration=10),
+            dict(variant="N=1000", subscribers=1000, messages=800, window=FANOUT_WINDOW,
+                 size=100, duration=12),
+        ],
+        "slow": [
+            dict(variant="no stuck member", subscribers=100, exclude=1, stuck=False,
+                 messages=4000, window=FANOUT_WINDOW, size=4096, duration=12),
+            dict(variant="one stuck member", subscribers=100, exclude=1, stuck=True,
+                 messages=4000, window=FANOUT_WINDOW, size=4096, duration=12),
+        ],
+        "idle": [
+            dict(variant="C=2000", connections=2000, rooms=10, duration=60),
+            dict(variant="C=10000", connections=10000, rooms=10, duration=90),
+        ],
+        "echo": [dict(variant="50 clients", clients=50, size=100, duration=8)],
+        "churn": [dict(variant="10000 cycles", cycles=10000, warmCycles=1000, concurrency=50,
+                       rooms=10, duration=90)],
+    }
+
+
+SCENARIOS = ["fanout", "slow", "idle", "echo", "churn"]
+
+
+def target_runs_scenario(target: Target, scenario: str) -> bool:
+    if target.scenarios is not None and scenario not in target.scenarios:
+        return False
+    if scenario == "echo":
+        return target.echo
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# Set-up
+
+
+def setup(venv: Path) -> None:
+    """Create (or refresh) the bench venv and install the Node.js client."""
+    python = shutil.which("python3.11") or sys.executable
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["-r", str(BENCH / "requirements.txt")], check=True)
+    subprocess.run(pip + ["-e", str(REPO)], check=False)  # wsrooms itself (may still be empty)
+    subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True)
+
+
+def ensure_venv(args: argparse.Namespace) -> None:
+    """Re-run this script under the bench venv's Python if we are not in it."""
+    venv_python = args.venv / "bin" / "python"
+    if Path(sys.prefix).resolve() == args.venv.resolve() or os.environ.get("BENCH_REEXEC"):
+        return
+    if not venv_python.exists():
+        sys.exit(f"no bench venv at {args.venv}: run `python {sys.argv[0]} --setup` first")
+    os.environ["BENCH_REEXEC"] = "1"
+    os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", str(core), *argv] if taskset else argv
+
+
+def pin_fallback(core: int):  # used when taskset is missing
+    def fn() -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(0, {core})
+
+    return fn
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    target = min(target, 1_048_576)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen[Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server not listening on {port} after {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[Any] | None, grace: float = 2.0) -> None:
+    """Stop one child by its PID: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def read_status(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick  # utime + stime, all threads
+
+
+def system_busy() -> float:
+    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    values = [int(v) for v in parts]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def sample(server_pid: int, loadgen_pid: int) -> dict[str, float]:
+    status = read_status(server_pid)
+    return {
+        "t": time.monotonic(),
+        "server_cpu": cpu_seconds(server_pid),
+        "server_rss": status.get("VmRSS", 0),
+        "server_hwm": status.get("VmHWM", 0),
+        "loadgen_cpu": cpu_seconds(loadgen_pid),
+        "loadgen_rss": read_status(loadgen_pid).get("VmRSS", 0),
+        "system_busy": system_busy(),
+    }
+
+
+def window(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    wall = max(b["t"] - a["t"], 1e-9)
+    server = b["server_cpu"] - a["server_cpu"]
+    loadgen = b["loadgen_cpu"] - a["loadgen_cpu"]
+    other = b["system_busy"] - a["system_busy"] - server - loadgen
+    return {
+        "wall_s": wall,
+        "server_cpu_pct": 100 * server / wall,
+        "loadgen_cpu_pct": 100 * loadgen / wall,
+        "other_cpu_pct": max(0.0, 100 * other / wall),  # other tenants of this machine
+    }
+
+
+def query_stats(port: int) -> dict[str, Any] | None:
+    """Read /stats (hub.dropped) from a wsrooms target with the websockets sync client."""
+    try:
+        from websockets.sync.client import connect
+
+        with connect(f"ws://{HOST}:{port}/stats", open_timeout=5, compression=None) as ws:
+            return json.loads(ws.recv(timeout=5))
+    except Exception as exc:
+        return {"error": repr(exc)}
+
+
+def run_one(target: Target, scenario: str, variant: dict[str, Any], rep: int, quick: bool) -> dict[str, Any]:
+    port = free_port()
+    record: dict[str, Any] = {
+        "target": target.label,
+        "server": target.server,
+        "scenario": scenario,
+        "variant": variant["variant"],
+        "rep": rep,
+        "ok": False,
+        "error": None,
+    }
+    RAW.mkdir(parents=True, exist_ok=True)
+    slug = f"{scenario}-{variant['variant']}-{target.label}-rep{rep}".replace(" ", "_").replace("=", "")
+    server_log = open(RAW / f"{slug}.server.log", "w")
+    loadgen_log = open(RAW / f"{slug}.loadgen.log", "w")
+    env = dict(os.environ, BENCH_SEND_QUEUE_SIZE=str(SEND_QUEUE_SIZE), PYTHONUNBUFFERED="1")
+    env.update(target.env)
+    server = loadgen = None
+    hard_deadline = float(variant.get("duration", 10)) + 60
+    started = time.monotonic()
+    try:
+        taskset = shutil.which("taskset")
+        server = subprocess.Popen(
+            pinned(SERVER_CORE, [sys.executable, str(BENCH / "serve.py"), "--target", target.module,
+                                 "--server", target.server, "--port", str(port)]),
+            stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=None if taskset else pin_fallback(SERVER_CORE),
+        )
+        wait_listening(port, server, 20)
+        config = dict(variant, scenario=scenario, port=port, proto=target.proto,
+                      hardDeadline=hard_deadline - 5)
+        loadgen = subprocess.Popen(
+            pinned(LOADGEN_CORE, [shutil.which("node") or "node", str(BENCH / "loadgen.js"), json.dumps(config)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=loadgen_log, text=True, bufsize=1,
+            preexec_fn=None if taskset else pin_fallback(LOADGEN_CORE),
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump_stdout() -> None:
+            assert loadgen is not None and loadgen.stdout is not None
+            for line in loadgen.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump_stdout, daemon=True).start()
+        marks: dict[str, dict[str, float]] = {}
+        result = None
+        while True:
+            remaining = hard_deadline - (time.monotonic() - started)
+            if remaining <= 0:
+                raise RuntimeError(f"hard deadline ({hard_deadline:.0f} s) reached")
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "mark" in msg:
+                if server.poll() is not None:
+                    raise RuntimeError(f"server exited with {server.returncode} during the run")
+                marks[msg["mark"]] = sample(server.pid, loadgen.pid)
+                assert loadgen.stdin is not None
+                loadgen.stdin.write("ok\n")
+                loadgen.stdin.flush()
+            elif "result" in msg:
+                result = msg["result"]
+            elif "error" in msg:
+                raise RuntimeError(f"load generator: {msg['error'].splitlines()[0]}")
+        loadgen.wait(10)
+        if result is None:
+            raise RuntimeError(f"load generator exited with {loadgen.returncode} and no result")
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode} during the run")
+        record["loadgen"] = result
+        record["samples"] = marks
+        if target.stats and scenario == "slow":
+            record["server_stats"] = query_stats(port)
+        record.update(derive(scenario, result, marks))
+        problem = check(scenario, variant, result)
+        if problem:
+            record["error"] = problem
+        else:
+            record["ok"] = True
+    except Exception as exc:
+        record["error"] = str(exc)
+    finally:
+        stop(loadgen, grace=1.0)
+        stop(server)
+        server_log.close()
+        loadgen_log.close()
+    record["seconds"] = round(time.monotonic() - started, 2)
+    if not record["ok"]:
+        tail = (RAW / f"{slug}.server.log").read_text(errors="replace").strip().splitlines()[-5:]
+        record["server_log_tail"] = tail
+    return record
+
+
+def derive(scenario: str, result: dict[str, Any], marks: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Figures of one run from the load generator's result and the harness's samples."""
+    out: dict[str, Any] = {}
+    if scenario in ("fanout", "slow", "echo"):
+        a, b = marks["start"], marks["end"]
+        out.update(window(a, b))
+        out["server_rss_start"] = a["server_rss"]
+        out["server_rss_end"] = b["server_rss"]
+        out["server_rss_growth"] = b["server_rss"] - a["server_rss"]
+        out["server_peak_growth"] = max(0, b["server_hwm"] - a["server_rss"])
+    if scenario in ("fanout", "slow"):
+        out["deliveries_per_s"] = result["deliveries_per_s"]
+        out["p50_ms"] = result["latency_ms"]["p50"]
+        out["p99_ms"] = result["latency_ms"]["p99"]
+        if out["deliveries_per_s"]:
+            # CPU microseconds per delivery: robust to the machine's noise
+            out["server_us_per_delivery"] = 1e6 * out["server_cpu_pct"] / 100 / out["deliveries_per_s"]
+            out["loadgen_us_per_delivery"] = 1e6 * out["loadgen_cpu_pct"] / 100 / out["deliveries_per_s"]
+        if result.get("stuck"):
+            out["stuck_fate"] = result["stuck"][0]["fate"]
+    if scenario == "echo":
+        out["round_trips_per_s"] = result["round_trips_per_s"]
+        out["p50_ms"] = result["latency_ms"]["p50"]
+        out["p99_ms"] = result["latency_ms"]["p99"]
+    if scenario == "idle":
+        a, b = marks["before"], marks["idle"]
+        opened = max(1, result["opened"])
+        out["rss_before"] = a["server_rss"]
+        out["rss_idle"] = b["server_rss"]
+        out["rss_per_conn_kb"] = (b["server_rss"] - a["server_rss"]) / opened / 1024
+        out["rss_after_message"] = marks["after_message"]["server_rss"]
+        out["connections_per_s_open"] = result["connections_per_s_open"]
+        out.update(window(a, b))
+    if scenario == "churn":
+        a, b = marks["warm"], marks["end"]
+        out.update(window(a, b))
+        out["connections_per_s"] = result["connections_per_s"]
+        out["rss_after_warmup"] = a["server_rss"]
+        out["rss_after_all"] = b["server_rss"]
+        out["rss_growth"] = b["server_rss"] - a["server_rss"]
+    return out
+
+
+def check(scenario: str, variant: dict[str, Any], r: dict[str, Any]) -> str | None:
+    """What makes a run a failure: a lost, reordered or missing message, a refused client."""
+    if scenario in ("fanout", "slow"):
+        if r["order_violations"]:
+            return f"{r['order_violations']} messages out of order"
+        if r["gaps"]:
+            return f"{r['gaps']} messages lost (gaps in the sequence)"
+        if scenario == "fanout" and r["undelivered"]:
+            return f"{r['undelivered']} deliveries missing at the end"
+        if scenario == "fanout" and r["messages_sent"] == 0:
+            return "nothing delivered"
+    if scenario == "idle":
+        if r["failed"] or r["opened"] < r["connections"]:
+            return f"{r['failed']} connections failed, {r['opened']} of {r['connections']} opened"
+        if r["delivered"] < r["opened"]:
+            return f"only {r['delivered']} of {r['opened']} members got the room's message"
+    if scenario == "echo":
+        if r["mismatches"]:
+            return f"{r['mismatches']} echo replies out of order"
+        if not r["round_trips"]:
+            return "no round trip completed"
+    if scenario == "churn":
+        if r["failed"]:
+            return f"{r['failed']} of {r['cycles']} connect/close cycles failed"
+        if r["timed_out"]:
+            return f"only {r['cycles']} of {variant['cycles']} cycles before the deadline"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def machine_info() -> dict[str, Any]:
+    from importlib import metadata
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    packages = {}
+    for name in ["wsrooms", "starlette", "anyio", "trio", "uvicorn", "uvloop", "httptools", "hypercorn",
+                 "wsproto", "websockets", "python-socketio", "python-engineio", "broadcaster", "psutil",
+                 "matplotlib"]:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    ws_version = None
+    with contextlib.suppress(OSError, ValueError):
+        ws_version = json.loads((BENCH / "node_modules" / "ws" / "package.json").read_text())["version"]
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node,
+        "npm_ws": ws_version,
+        "packages": packages,
+        "repo_commit": commit,
+        "server_core": SERVER_CORE,
+        "loadgen_core": LOADGEN_CORE,
+    }
+
+
+# Per scenario: the headline metric (and whether higher is better), shown with ratios.
+HEADLINE = {
+    "fanout": ("deliveries_per_s", True),
+    "slow": ("deliveries_per_s", True),
+    "idle": ("rss_per_conn_kb", False),
+    "echo": ("round_trips_per_s", True),
+    "churn": ("connections_per_s", True),
+}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per (scenario, variant, target), and ratios to the family's baselines.
+
+    A ratio is the median over repetitions of (target / baseline) within the same
+    repetition: the two runs were close in time, so the machine's noise mostly cancels.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["variant"], r["target"]), []).append(r)
+    summary: dict[str, Any] = {}
+    for (scenario, variant, label), rs in groups.items():
+        ok = [r for r in rs if r["ok"]]
+        keys = sorted({k for r in ok for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                      - {"rep", "seconds"})
+        med = {k: median([r.get(k) for r in ok]) for k in keys}
+        entry = {
+            "runs": len(rs),
+            "ok": sum(1 for r in rs if r["ok"]),
+            "errors": [r["error"] for r in rs if r["error"]],
+            "median": med,
+        }
+        if scenario == "slow":
+            entry["stuck_fates"] = [r.get("stuck_fate") for r in rs if r.get("stuck_fate")]
+            entry["stuck"] = [r["loadgen"]["stuck"][0] for r in rs if r.get("loadgen", {}).get("stuck")]
+            entry["server_stats"] = [r["server_stats"] for r in rs if r.get("server_stats")]
+            entry["undelivered"] = [r["loadgen"].get("undelivered") for r in rs if r.get("loadgen")]
+        summary.setdefault(scenario, {}).setdefault(variant, {})[label] = entry
+
+    for scenario, variants in summary.items():
+        metric, _ = HEADLINE[scenario]
+        for variant, targets in variants.items():
+            for label, entry in targets.items():
+                target = BY_LABEL[label]
+                loop_label, ws_label = BASELINES[target.family]
+                entry["ratio_to_loop"] = ratio(runs, scenario, variant, label, loop_label, metric)
+                entry["ratio_to_websockets"] = ratio(runs, scenario, variant, label, ws_label, metric)
+    return summary
+
+
+def ratio(runs: list[dict[str, Any]], scenario: str, variant: str, label: str, base: str, metric: str) -> float | None:
+    per_rep: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r["scenario"] == scenario and r["variant"] == variant and r["target"] in (label, base):
+            value = r.get(metric)
+            if value is not None and r["ok"]:
+                per_rep.setdefault(r["rep"], {})[r["target"]] = value
+    ratios = [v[label] / v[base] for v in per_rep.values() if label in v and v.get(base)]
+    return median(ratios)
+
+
+def fmt(value: Any, digits: int = 0, scale: float = 1.0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (int, float)):
+        v = value * scale
+        if digits == 0:
+            return f"{v:,.0f}"
+        return f"{v:,.{digits}f}"
+    return str(value)
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    s = data["summary"]
+    cfg = data["config"]
+    lines = [
+        "# wsrooms benchmark results",
+        "",
+        f"Generated by `python bench/run.py {' '.join(cfg['argv'])}` on {data['finished']}"
+        f" ({cfg['reps']} repetition{'s' if cfg['reps'] != 1 else ''}, interleaved;"
+        f" {'quick smoke sizes' if cfg['quick'] else 'full sizes'}).",
+        "",
+        f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']};"
+        f" Python {m['python']}, Node {m['node']} (ws {m['npm_ws']}). Server pinned to core"
+        f" {m['server_core']}, load generator to core {m['loadgen_core']}. Shared, noisy machine:"
+        " read the ratios (target / baseline within the same repetition, then the median),"
+        " not the absolute figures.",
+        "",
+        "**Packages:** " + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v) + ".",
+        "",
+        "Ratios: **× loop** is against the hand-written Starlette loop and **× ws** against the"
+        " `websockets` library's own server, both on the same event loop as the row (asyncio rows:"
+        " `starlette-loop` on uvicorn and `websockets` on uvloop; trio rows: `starlette-loop-trio`"
+        " on hypercorn -k trio and `websockets-trio`). Figures are medians over repetitions;"
+        " **srv CPU** / **gen CPU** are the server's and the load generator's CPU use over the"
+        " measured window (100% = one core), **other** is the rest of the machine (other tenants).",
+        "",
+    ]
+    if data.get("skipped"):
+        lines += ["**Skipped (not importable):** " + ", ".join(f"`{k}` ({v})" for k, v in data["skipped"].items()), ""]
+
+    def targets_of(variants: dict[str, Any]) -> list[str]:
+        seen = []
+        for label in [t.label for t in TARGETS]:
+            if any(label in v for v in variants.values()):
+                seen.append(label)
+        return seen
+
+    def err(entry: dict[str, Any]) -> str:
+        return "" if not entry["errors"] else f" ⚠ {len(entry['errors'])} failed: {entry['errors'][0]}"
+
+    if "fanout" in s:
+        lines += ["## Fan-out", "",
+                  f"One publisher, N subscribers in one room, 100-byte messages, window of {FANOUT_WINDOW}"
+                  " messages in flight (a message leaves the window once every subscriber has it)."
+                  " Latency is from send to receipt, over every delivery.", ""]
+        for variant, targets in s["fanout"].items():
+            lines += [f"### {variant}", "",
+                      "| target | deliveries/s | × loop | × ws | p50 ms | p99 ms | srv CPU | gen CPU | other | srv µs/delivery | losses |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for label in targets_of({variant: targets}):
+                e = targets[label]
+                md = e["median"]
+                lines.append(
+                    f"| {label} | {fmt(md.get('deliveries_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
+                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('p50_ms'), 1)} | {fmt(md.get('p99_ms'), 1)} |"
+                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}% | {fmt(md.get('other_cpu_pct'))}% |"
+                    f" {fmt(md.get('server_us_per_delivery'), 1)} | {'none' if not e['errors'] else ''}{err(e)} |")
+            lines.append("")
+    if "slow" in s:
+        base = s["slow"].get("no stuck member", {})
+        stuck = s["slow"].get("one stuck member", {})
+        lines += ["## Slow consumer", "",
+                  "100 subscribers (20 in quick mode), 4 KiB messages so that kernel buffers fill; one member"
+                  " completes the handshake and then stops reading its socket. Deliveries/s count the other"
+                  " members only; the same run without a stuck member is the reference. RSS growth is the"
+                  " server's over the measured window (peak in brackets).", "",
+                  "| target | deliveries/s, no stuck | with one stuck | stuck / no stuck | × loop | × ws | RSS growth MiB | undelivered to the others | the stuck member |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for label in targets_of(s["slow"]):
+            b = base.get(label, {"median": {}, "errors": []})
+            e = stuck.get(label, {"median": {}, "errors": [], "stuck": [], "server_stats": [], "undelivered": []})
+            db, ds = b["median"].get("deliveries_per_s"), e["median"].get("deliveries_per_s")
+            fate = describe_stuck(e)
+            lines.append(
+                f"| {label} | {fmt(db)} | {fmt(ds)} | {fmt_ratio(ds / db if db and ds is not None else None)} |"
+                f" {fmt_ratio(e.get('ratio_to_loop'))} | {fmt_ratio(e.get('ratio_to_websockets'))} |"
+                f" {fmt(e['median'].get('server_rss_growth'), 1, 2**-20)} ({fmt(e['median'].get('server_peak_growth'), 1, 2**-20)}) |"
+                f" {fmt(median(e.get('undelivered') or []))} | {fate}{err(b)}{err(e)} |")
+        lines.append("")
+    if "idle" in s:
+        variants = list(s["idle"])
+        lines += ["## Idle memory", "",
+                  "C idle connections spread over 10 rooms: (server RSS after opening them − RSS before) / C."
+                  " Every member then gets one message in its room, to prove it joined.", "",
+                  "| target | " + " | ".join(f"KiB/conn {v} | × loop | × ws" for v in variants) + " | opened/s |",
+                  "|---|" + "---:|---:|---:|" * len(variants) + "---:|"]
+        for label in targets_of(s["idle"]):
+            cells = []
+            rate = None
+            errors = ""
+            for v in variants:
+                e = s["idle"][v].get(label)
+                if e is None:
+                    cells += ["–", "–", "–"]
+                    continue
+                cells += [fmt(e["median"].get("rss_per_conn_kb"), 1), fmt_ratio(e["ratio_to_loop"]),
+                          fmt_ratio(e["ratio_to_websockets"])]
+                rate = e["median"].get("connections_per_s_open")
+                errors += err(e)
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(rate)}{errors} |")
+        lines.append("")
+    if "echo" in s:
+        lines += ["## Echo round trips", "",
+                  "Clients each keep one 100-byte message in flight and wait for its echo. wsrooms rows run a"
+                  " `BaseWSEndpoint` (a task per message); `starlette-loop` rows run a plain Starlette"
+                  " `WebSocketEndpoint`.", ""]
+        for variant, targets in s["echo"].items():
+            lines += [f"### {variant}", "",
+                      "| target | round trips/s | × loop | × ws | p50 ms | p99 ms | srv CPU | gen CPU | other |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for label in targets_of({variant: targets}):
+                e = targets[label]
+                md = e["median"]
+                lines.append(
+                    f"| {label} | {fmt(md.get('round_trips_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
+                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('p50_ms'), 2)} | {fmt(md.get('p99_ms'), 2)} |"
+                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}% | {fmt(md.get('other_cpu_pct'))}%{err(e)} |")
+            lines.append("")
+    if "churn" in s:
+        lines += ["## Connect/disconnect churn", "",
+                  "Connect, join a room (one of 10), close, 50 at a time (npm `ws` client). Connections/s over the"
+                  " cycles after warm-up; server RSS after warm-up and after every cycle.", ""]
+        for variant, targets in s["churn"].items():
+            lines += [f"### {variant}", "",
+                      "| target | connections/s | × loop | × ws | RSS after warm-up MiB | RSS after all MiB | growth MiB | srv CPU | gen CPU |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for label in targets_of({variant: targets}):
+                e = targets[label]
+                md = e["median"]
+                lines.append(
+                    f"| {label} | {fmt(md.get('connections_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
+                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('rss_after_warmup'), 1, 2**-20)} |"
+                    f" {fmt(md.get('rss_after_all'), 1, 2**-20)} | {fmt(md.get('rss_growth'), 1, 2**-20)} |"
+                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}%{err(e)} |")
+            lines.append("")
+    lines += ["## Targets", "", "| target | server | what |", "|---|---|---|"]
+    for t in TARGETS:
+        lines.append(f"| {t.label} | {t.server} | {t.note} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def describe_stuck(entry: dict[str, Any]) -> str:
+    stuck = entry.get("stuck") or []
+    if not stuck:
+        return "–"
+    fates = [s["fate"] for s in stuck]
+    fate = max(set(fates), key=fates.count)
+    got = median([s["frames_after_pause"] for s in stuck])
+    sent = median([s["messages_sent_while_stuck"] for s in stuck])
+    text = f"{fate}" + (f" (reason {stuck[0]['close_reason']!r})" if stuck[0].get("close_reason") else "")
+    text += f"; it still got {fmt(got)} of {fmt(sent)} messages once it read again"
+    stats = [s for s in entry.get("server_stats") or [] if "dropped" in s]
+    if stats:
+        text += f"; hub.dropped {fmt(median([s['dropped'] for s in stats]))}"
+    if len(set(fates)) > 1:
+        text += f" (reps: {', '.join(fates)})"
+    return text
+
+
+def plot(data: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = data["summary"]
+    for scenario, metric, ylabel, fname, title in [
+        ("fanout", "deliveries_per_s", "deliveries/s (median)", "fanout.png", "Fan-out: deliveries/s"),
+        ("idle", "rss_per_conn_kb", "server RSS per connection, KiB (median)", "memory.png",
+         "Idle memory per connection"),
+    ]:
+        if scenario not in s:
+            continue
+        variants = list(s[scenario])
+        labels = [t.label for t in TARGETS if any(t.label in s[scenario][v] for v in variants)]
+        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4.5))
+        width = 0.8 / max(1, len(variants))
+        for i, v in enumerate(variants):
+            values = [(s[scenario][v].get(lb) or {}).get("median", {}).get(metric) or 0 for lb in labels]
+            xs = [x + i * width - 0.4 + width / 2 for x in range(len(labels))]
+            bars = ax.bar(xs, values, width, label=v)
+            ax.bar_label(bars, labels=[f"{val:,.0f}" if val >= 100 else f"{val:.1f}" for val in values],
+                         fontsize=7, rotation=90, padding=2)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} ({data['machine']['cpu']}, server on 1 core)", fontsize=10)
+        ax.margins(y=0.2)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / fname, dpi=110)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def importable(target: Target) -> tuple[bool, str]:
+    """Can the target's module be imported? (wsrooms targets wait for the library.)"""
+    proc = subprocess.run([sys.executable, str(BENCH / "serve.py"), "--target", target.module, "--check"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 0:
+        return True, ""
+    last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return False, last
+
+
+def leftover_children() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, small sizes")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
+    parser.add_argument("--targets", default="", help="comma-separated labels (default: all importable)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--setup", action="store_true", help="create/refresh the bench venv and node deps")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
+    parser.add_argument("--require-all", action="store_true",
+                        help="fail when a target cannot be imported (instead of skipping it)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    args = parser.parse_args()
+    global RESULTS, RAW
+
+    if args.setup:
+        setup(args.venv)
+        if len(sys.argv) == 2:
+            return 0
+    ensure_venv(args)
+    if not (BENCH / "node_modules" / "ws").exists():
+        sys.exit("node client missing: run `npm ci --prefix bench` (or `python bench/run.py --setup`)")
+
+    RESULTS = args.out
+    RAW = RESULTS / "raw"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raise_nofile()
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {LOADGEN_CORE})  # keep the harness off the server's core
+
+    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}")
+    wanted = [t for t in args.targets.split(",") if t]
+    for label in wanted:
+        if label not in BY_LABEL:
+            parser.error(f"unknown target {label!r}; known: {', '.join(BY_LABEL)}")
+    targets = [t for t in TARGETS if not wanted or t.label in wanted]
+
+    skipped: dict[str, str] = {}
+    checked: dict[str, tuple[bool, str]] = {}
+    usable = []
+    for t in targets:
+        if t.module not in checked:
+            checked[t.module] = importable(t)
+        ok, why = checked[t.module]
+        if ok:
+            usable.append(t)
+        else:
+            skipped[t.label] = why
+            print(f"skip {t.label}: {why}", flush=True)
+    plan = scenario_plan(args.quick)
+    runs: list[dict[str, Any]] = []
+    total = sum(1 for s in scenarios for _v in plan[s] for t in usable if target_runs_scenario(t, s)) * reps
+    n = 0
+    t0 = time.monotonic()
+    for rep in range(1, reps + 1):
+        for scenario in scenarios:
+            for variant in plan[scenario]:
+                for target in usable:
+                    if not target_runs_scenario(target, scenario):
+                        continue
+                    n += 1
+                    r = run_one(target, scenario, variant, rep, args.quick)
+                    runs.append(r)
+                    print(f"[{n}/{total} {time.monotonic() - t0:5.0f}s] {describe_run(r)}", flush=True)
+
+    data = {
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "config": {"argv": sys.argv[1:], "quick": args.quick, "reps": reps, "scenarios": scenarios,
+                   "targets": [t.label for t in usable], "fanout_window": FANOUT_WINDOW,
+                   "send_queue_size": SEND_QUEUE_SIZE, "plan": {s: plan[s] for s in scenarios}},
+        "machine": machine_info(),
+        "skipped": skipped,
+        "summary": summarize(runs),
+        "runs": runs,
+    }
+    (RESULTS / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    markdown = render_markdown(data)
+    (RESULTS / "results.md").write_text(markdown)
+    try:
+        plot(data)
+    except Exception as exc:
+        print(f"plotting failed: {exc!r}", flush=True)
+    print()
+    print(markdown)
+
+    failed = [r for r in runs if not r["ok"]]
+    left = leftover_children()
+    if left:
+        print(f"stray child processes {left}: stopping them", flush=True)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if args.require_all and skipped:
+        print(f"FAILED: targets not importable: {', '.join(skipped)}")
+        return 1
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(runs)} runs:")
+        for r in failed:
+            print(f"  {r['scenario']} {r['variant']} {r['target']} rep {r['rep']}: {r['error']}")
+        return 1
+    print(f"all {len(runs)} runs passed in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def describe_run(r: dict[str, Any]) -> str:
+    head = f"{r['scenario']:6} {r['variant']:16} {r['target']:22} rep {r['rep']}"
+    if r.get("error"):
+        return f"{head} FAILED: {r['error']}"
+    bits = []
+    for key, label, digits in [("deliveries_per_s", "deliv/s", 0), ("round_trips_per_s", "rt/s", 0),
+                               ("connections_per_s", "conn/s", 0), ("rss_per_conn_kb", "KiB/conn", 1),
+                               ("p99_ms", "p99 ms", 1), ("server_cpu_pct", "srv%", 0),
+                               ("loadgen_cpu_pct", "gen%", 0), ("other_cpu_pct", "other%", 0)]:
+        if r.get(key) is not None:
+            bits.append(f"{label} {fmt(r[key], digits)}")
+    if r.get("stuck_fate"):
+        bits.append(f"stuck: {r['stuck_fate']}")
+    if r.get("server_rss_growth") is not None and r["scenario"] == "slow":
+        bits.append(f"RSS +{r['server_rss_growth'] / 2**20:.1f} MiB")
+    return f"{head} ok  " + ", ".join(bits) + f"  ({r['seconds']} s)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
