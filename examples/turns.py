@@ -36,6 +36,10 @@ class Turns(BaseWSEndpoint):
         self.expected += 2
         await self.moves.send(data)
 
+    async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
+        if self.moves is not None:
+            self.moves.close()
+
     async def sender(self, moves: MemoryObjectReceiveStream[int]) -> None:
         async with moves:
             async for number in moves:

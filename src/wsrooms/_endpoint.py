@@ -286,7 +286,10 @@ class BaseWSEndpoint:
     async def _send_event(self, event: Message) -> None:
         try:
             await self.send(event)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            # The event is well formed, so a failing send means the server has closed
+            # the socket: OSError when the client vanished, RuntimeError (uvicorn) when
+            # it already answered the client's close frame.
             raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE) from exc
 
     def _request_close(self, code: int, reason: str, *, send: bool = True) -> None:

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from ._codec import encode
 from ._delivery import SLOW_CONSUMER_POLICIES, Outbox, SlowConsumerPolicy
-from ._endpoint import _GONE, SLOW_CLOSE_TIMEOUT, BaseWSEndpoint
+from ._endpoint import SLOW_CLOSE_TIMEOUT, BaseWSEndpoint
 from ._exceptions import CloseCode, JoinRefused
 from ._hub import Hub
 from ._membership import check_room
@@ -159,10 +159,11 @@ class RoomEndpoint(BaseWSEndpoint):
     async def _write(self) -> None:
         try:
             await self._outbox.run(self.send)
-        except (OSError, *_GONE):
-            self._client_left(CloseCode.ABNORMAL_CLOSURE)
         except Exception as exc:
-            self._fail(exc, "writer")
+            # The writer sends only well-formed events: a failure means the socket is
+            # gone (OSError, or uvicorn's RuntimeError after it answered a close frame).
+            logger.debug("writer of %s stopped: %r", self.websocket.url.path, exc)
+            self._client_left(getattr(exc, "code", CloseCode.ABNORMAL_CLOSURE))
 
     async def _flush(self) -> None:
         await self._outbox.flush(self.send)
