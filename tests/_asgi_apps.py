@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
+import json
 
 import anyio
 from starlette.types import Receive, Scope, Send
-
-Message = MutableMapping[str, Any]
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -24,6 +21,19 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def describe(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, then send the request's path, query string and `x-token` header as JSON."""
+    assert scope["type"] == "websocket"
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    headers = dict(scope["headers"])
+    token = headers.get(b"x-token", b"").decode()
+    query = scope["query_string"].decode()
+    await send({"type": "websocket.send", "text": json.dumps([scope["path"], query, token])})
+    message = await receive()
+    assert message["type"] == "websocket.disconnect"
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send) -> None:

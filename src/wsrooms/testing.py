@@ -24,12 +24,19 @@ What the servers do on their own, worth knowing when a test asserts close codes:
 
 - **Shutdown with connections open.** uvicorn sends close 1012 (service restart) to every
   WebSocket, tells the app `websocket.disconnect` with code 1012 and waits up to
-  `shutdown_timeout` for its tasks. hypercorn sends nothing: it waits up to
-  `shutdown_timeout` and then cancels the app, and the client sees the TCP connection
-  drop (1006).
+  `shutdown_timeout` for its tasks. hypercorn tells neither: it waits up to
+  `shutdown_timeout` and then cancels the app; the client then gets close 1011 on
+  asyncio, and on trio sees the TCP connection drop (1006).
+- **A client that closes** ([`WebSocketClient.close`][wsrooms.testing.WebSocketClient.close]):
+  uvicorn hands the app `websocket.disconnect` with the client's code; hypercorn always
+  says 1006, whatever code the client sent.
 - **A client that vanishes** ([`WebSocketClient.abort`][wsrooms.testing.WebSocketClient.abort]):
   uvicorn's default WebSocket protocol reports `websocket.disconnect` with code 1005 once
   the handshake is complete, hypercorn reports 1006.
+- **A client that reads nothing**: the app's `send` blocks once the buffers are full, on
+  both servers. hypercorn shields that write from cancellation, so on shutdown it waits
+  for such a client forever; [`Server.shutdown`][wsrooms.testing.Server.shutdown] then
+  aborts the clients of this module still connected.
 - **A refused handshake** (`websocket.close` before `websocket.accept`): both answer
   HTTP 403, which [`connect`][wsrooms.testing.connect] raises as
   [`InvalidStatus`][wsrooms.testing.InvalidStatus].
@@ -47,6 +54,7 @@ import os
 import socket
 import struct
 import sys
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -71,6 +79,7 @@ __all__ = [
     "HandshakeError",
     "InvalidStatus",
     "Server",
+    "ServerName",
     "WebSocketClient",
     "connect",
     "serve",
@@ -89,10 +98,16 @@ _Runner = Callable[[_SetStopper], Awaitable[None]]
 # Read at most this much per socket read: `recv()` never pulls more than one chunk beyond
 # the message it needs, so a client that stops calling it stops reading.
 _READ_SIZE = 65536
+# Extra time, beyond the graceful timeout, before `Server.shutdown()` aborts the clients
+# of this module still connected to a server that has not stopped.
+_ABORT_MARGIN = 0.5
 # Extra time, beyond twice the graceful timeout, before a server that does not stop is
 # cancelled outright (hypercorn may spend one graceful timeout on connections and one
 # on the lifespan shutdown).
 _STOP_MARGIN = 5.0
+
+# The open clients of this module, so that a shutdown that hangs on one can abort it.
+_open_clients: weakref.WeakSet[WebSocketClient] = weakref.WeakSet()
 
 
 # Exceptions ------------------------------------------------------------------------------
@@ -157,13 +172,14 @@ class Server:
         url: The WebSocket base URL, e.g. `"ws://127.0.0.1:54321"`.
     """
 
-    def __init__(self, name: ServerName, host: str, port: int) -> None:
+    def __init__(self, name: ServerName, host: str, port: int, *, shutdown_timeout: float) -> None:
         self.name: ServerName = name
         self.host = host
         self.port = port
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.url = f"ws://{netloc}"
-        self._request_stop: Callable[[], None] | None = None
+        self._shutdown_timeout = shutdown_timeout
+        self._request_stop: _RequestStop | None = None
         self._stop_requested = False
         self._stopped = anyio.Event()
 
@@ -203,14 +219,32 @@ class Server:
 
         The server stops accepting connections and closes the open ones the way it
         does on its own (see the module documentation), within the `shutdown_timeout`
-        given to [`serve`][wsrooms.testing.serve]. Leaving the `serve` block afterwards
-        does nothing more. Calling this twice is harmless.
+        given to [`serve`][wsrooms.testing.serve]. If it is still running shortly
+        after that, the [`connect`][wsrooms.testing.connect] clients still connected
+        to it are aborted: hypercorn cannot interrupt a write to a client that reads
+        nothing, so without this its shutdown would wait for that client forever.
+        Leaving the `serve` block afterwards does nothing more. Calling this twice is
+        harmless.
         """
         if not self._stop_requested:
             self._stop_requested = True
             if self._request_stop is not None:
                 self._request_stop()
-        await self._stopped.wait()
+        with anyio.move_on_after(self._shutdown_timeout + _ABORT_MARGIN):
+            await self._stopped.wait()
+        if not self._stopped.is_set():
+            clients = _clients_of(self.host, self.port)
+            if clients:
+                logger.warning(
+                    "%r still running %.1f s after shutdown began: aborting %d client(s)"
+                    " still connected to it",
+                    self,
+                    self._shutdown_timeout + _ABORT_MARGIN,
+                    len(clients),
+                )
+                for client in clients:
+                    await client.abort()
+            await self._stopped.wait()
 
 
 def serve(
@@ -335,10 +369,12 @@ class _Serve:
         sock = await _listening_socket(self._host, self._port)
         self._sock = sock
         sockname = sock.getsockname()
-        self._server = Server(name, sockname[0], sockname[1])
+        self._server = Server(
+            name, sockname[0], sockname[1], shutdown_timeout=self._shutdown_timeout
+        )
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._task_group.start_soon(self._run, run, name=f"wsrooms.testing {name} server")
+        self._task_group.start_soon(self._run, run, gate, name=f"wsrooms.testing {name} server")
         try:
             await ready.wait()
         except BaseException:
@@ -388,7 +424,7 @@ class _Serve:
                 if self._sock is not None:
                     self._sock.close()
 
-    async def _run(self, run: _Runner) -> None:
+    async def _run(self, run: _Runner, gate: _LifespanGate) -> None:
         """Run the server until it stops, recording rather than raising its error."""
         assert self._server is not None
         server = self._server
@@ -404,7 +440,11 @@ class _Serve:
             raise
         except Exception as exc:
             assert self._ready is not None
-            if not self._ready.is_set():
+            if gate.startup_failure is not None:
+                # uvicorn exits, hypercorn raises its own error: say the same for both.
+                self._error = RuntimeError(f"lifespan startup failed: {gate.startup_failure}")
+                self._error.__cause__ = exc
+            elif not self._ready.is_set():
                 self._error = exc
             else:
                 logger.error("%r crashed", server, exc_info=True)
@@ -466,18 +506,13 @@ class _LifespanGate:
         self.app = app
         self.enabled = enabled
         self.on_startup = on_startup
+        self.startup_failure: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
         elif self.enabled:
-
-            async def send_and_watch(message: Message) -> None:
-                await send(message)
-                if message["type"] == "lifespan.startup.complete":
-                    self.on_startup()
-
-            await self.app(scope, receive, send_and_watch)
+            await self._lifespan(scope, receive, send)
         else:
             while True:
                 message = await receive()
@@ -487,6 +522,33 @@ class _LifespanGate:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "lifespan.startup.failed":
+                self.startup_failure = str(message.get("message", ""))
+            await send(message)
+            if message["type"] == "lifespan.startup.complete":
+                started = True
+                self.on_startup()
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        except Exception as exc:
+            if started or self.startup_failure is not None:
+                raise
+            failure = f"the app raised {exc!r}"
+        else:
+            if started or self.startup_failure is not None:
+                return
+            failure = "the app returned without completing startup"
+        # An app without lifespan support: uvicorn would refuse to start, hypercorn would
+        # go on without lifespan (and serve() would never be ready). Fail the same way
+        # on both, since lifespan=True asked for it.
+        await send_and_watch({"type": "lifespan.startup.failed", "message": failure})
 
 
 async def _run_uvicorn(
@@ -563,12 +625,49 @@ async def _run_hypercorn(
     else:
         from hypercorn.asyncio import serve as asyncio_serve
 
-        await asyncio_serve(asgi_app, config, shutdown_trigger=stop.wait, mode="asgi")
+        with _quiet_cancelled_stream_callbacks():
+            await asyncio_serve(asgi_app, config, shutdown_trigger=stop.wait, mode="asgi")
+
+
+@contextlib.contextmanager
+def _quiet_cancelled_stream_callbacks() -> Iterator[None]:
+    """Drop the error asyncio logs for each connection hypercorn cancels, on Python 3.11.
+
+    hypercorn cancels the connections left after its graceful timeout. Before Python
+    3.12, the done-callback of `asyncio.start_server` calls `task.exception()` on the
+    cancelled task, which raises `CancelledError` inside the callback and logs it at
+    ERROR as "Exception in callback StreamReaderProtocol.connection_made...". Python 3.12
+    checks `task.cancelled()` first. Only that exact report is dropped.
+    """
+    if sys.version_info >= (3, 12):
+        yield
+        return
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), asyncio.CancelledError) and (
+            "StreamReaderProtocol.connection_made" in str(context.get("message", ""))
+        ):
+            return
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        if loop.get_exception_handler() is handler:
+            loop.set_exception_handler(previous)
 
 
 async def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind and listen on `host:port`; the server takes the socket over."""
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = await _resolve(host, port, passive=True)
     family, type_, proto, _, address = infos[0]
     sock = socket.socket(family, type_, proto)
     try:
@@ -581,6 +680,27 @@ async def _listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _clients_of(host: str, port: int) -> list[WebSocketClient]:
+    """List the open clients, on the running event loop, connected to `host:port`."""
+    here = _loop_identity()
+    return [
+        client
+        for client in list(_open_clients)
+        if client._loop is here and client._peer[:2] == (host, port)
+    ]
+
+
+def _loop_identity() -> object:
+    """Return an object that identifies the running event loop."""
+    trio = sys.modules.get("trio")
+    if _trio_running():
+        assert trio is not None
+        return trio.lowlevel.current_root_task()
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def _trio_running() -> bool:
@@ -606,7 +726,12 @@ class WebSocketClient:
     that stops calling `recv()` leaves the data in the kernel buffers and the server
     feels the backpressure. Pings are answered while reading.
 
-    One task may read at a time (others wait their turn); any task may send.
+    One task may read at a time (others wait their turn); any task may send. Used as
+    an async context manager, it closes on exit like the `connect()` block does.
+
+    Attributes:
+        response_headers: The headers of the server's handshake response, as
+            `(name, value)` pairs.
     """
 
     def __init__(
@@ -625,7 +750,21 @@ class WebSocketClient:
         self._read_lock = anyio.Lock()
         self._write_lock = anyio.Lock()
         self._stream_closed = False
+        # Where it is connected, and on which event loop: see `_clients_of()`.
+        self._peer: tuple[Any, ...] = tuple(stream.extra(anyio.abc.SocketAttribute.remote_address))
+        self._loop = _loop_identity()
         self.response_headers: list[tuple[str, str]] = []
+
+    async def __aenter__(self) -> WebSocketClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     # Properties
 
@@ -641,21 +780,22 @@ class WebSocketClient:
 
     @property
     def close_code(self) -> int | None:
-        """The close code the server sent; 1006 if it sent none; `None` while open."""
-        return self._protocol.close_code
+        """The close code the server sent; 1006 if it sent none; `None` until closed."""
+        code = self._protocol.close_code
+        return None if code is None else int(code)
 
     @property
     def close_reason(self) -> str | None:
-        """The close reason the server sent; `""` if none; `None` while open."""
+        """The close reason the server sent; `""` if none; `None` until closed."""
         return self._protocol.close_reason
 
     # Sending
 
-    async def send(self, message: str | bytes) -> None:
+    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send a message: `str` as a text frame, `bytes` as a binary frame.
 
-        Returns once the frame is handed to the kernel; it does not wait for the
-        server to read it.
+        Returns once the frame is handed to the kernel, which takes a while if the
+        server does not read; it does not wait for the server to process it.
 
         Args:
             message: The message.
@@ -776,21 +916,21 @@ class WebSocketClient:
         """Read one chunk from the socket and feed it to the protocol."""
         try:
             data = await self._stream.receive(_READ_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._protocol.receive_eof()
-        except OSError:
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             self._protocol.receive_eof()
         else:
             self._protocol.receive_data(data)
-        self._take_events()
+        await self._process(self._protocol.events_received())
+
+    async def _process(self, events: list[Event]) -> None:
+        """Take received frames as messages, send the protocol's answers (pong, close)."""
+        self._take_events(events)
         await self._flush()
         if self._protocol.state is State.CLOSED:
             await self._close_stream()
 
-    def _take_events(self, events: list[Event] | None = None) -> None:
+    def _take_events(self, events: list[Event]) -> None:
         """Turn received frames into messages."""
-        if events is None:
-            events = self._protocol.events_received()
         for event in events:
             if not isinstance(event, Frame):
                 continue  # the handshake response
@@ -829,11 +969,12 @@ class WebSocketClient:
         if self._protocol.state is not State.CLOSED:
             self._protocol.receive_eof()
             self._protocol.data_to_send()
-            self._take_events()
+            self._take_events(self._protocol.events_received())
 
     async def _close_stream(self) -> None:
         if not self._stream_closed:
             self._stream_closed = True
+            _open_clients.discard(self)
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
 
@@ -936,6 +1077,7 @@ class _Connect:
                 await client._drop()
                 raise
         self._client = client
+        _open_clients.add(client)
         return client
 
     async def __aexit__(
@@ -980,13 +1122,25 @@ class _Connect:
             raise HandshakeError(f"opening handshake failed: {exc}") from exc
         assert response is not None
         client.response_headers = list(response.headers.raw_items())
-        # Frames the server sent right after accepting arrive with the response.
-        client._take_events(events[1:])
+        # Frames the server sent right after accepting may arrive with the response,
+        # a close frame among them, which the protocol has already answered.
+        await client._process(events[1:])
+
+
+async def _resolve(host: str, port: int, *, passive: bool) -> list[Any]:
+    """Resolve `host:port` for TCP; an IP address is taken as it is, without a thread."""
+    flags = socket.AI_PASSIVE if passive else 0
+    try:
+        return socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=flags | socket.AI_NUMERICHOST
+        )
+    except socket.gaierror:
+        return list(await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags))
 
 
 async def _open_tcp(host: str, port: int, receive_buffer: int | None) -> anyio.abc.SocketStream:
     """Connect a TCP socket, setting `SO_RCVBUF` before connecting when asked."""
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await _resolve(host, port, passive=False)
     error: OSError | None = None
     for family, type_, proto, _, address in infos:
         sock = socket.socket(family, type_, proto)
