@@ -62,32 +62,104 @@ class Target:
 
 
 TARGETS: list[Target] = [
-    Target("wsrooms-endpoint", "wsrooms_endpoint", "uvicorn", "asyncio", echo=True, stats=True,
-           note="RoomEndpoint; echo: BaseWSEndpoint (task per message)"),
-    Target("wsrooms-room", "wsrooms_room", "uvicorn", "asyncio", stats=True,
-           note="Room, decorator API 2, un-awaited push()"),
-    Target("starlette-loop", "starlette_loop", "uvicorn", "asyncio", echo=True,
-           note="room dict + sequential await send_text; echo: WebSocketEndpoint"),
-    Target("socketio", "socketio_rooms", "uvicorn", "asyncio", proto="sio", echo=True,
-           note="python-socketio AsyncServer rooms (ASGI)"),
-    Target("broadcaster", "broadcaster_memory", "uvicorn", "asyncio",
-           note="encode/broadcaster memory:// on Starlette"),
-    Target("websockets", "websockets_raw", "native", "asyncio", echo=True,
-           note="websockets asyncio server + broadcast(), uvloop, no ASGI"),
-    Target("wsrooms-endpoint-trio", "wsrooms_endpoint", "hypercorn-trio", "trio", echo=True,
-           stats=True, note="RoomEndpoint on hypercorn -k trio"),
-    Target("wsrooms-room-trio", "wsrooms_room", "hypercorn-trio", "trio", stats=True,
-           note="Room API 2 on hypercorn -k trio"),
-    Target("starlette-loop-trio", "starlette_loop", "hypercorn-trio", "trio", echo=True,
-           note="sequential loop on hypercorn -k trio"),
-    Target("websockets-trio", "websockets_trio", "native", "trio", echo=True,
-           note="websockets.trio server + await broadcast(), no ASGI"),
-    Target("wsrooms-endpoint-drop", "wsrooms_endpoint", "uvicorn", "asyncio", stats=True,
-           scenarios=frozenset({"slow"}), env={"BENCH_SLOW_CONSUMER": "drop_oldest"},
-           note="RoomEndpoint with slow_consumer='drop_oldest' (slow scenario only)"),
+    Target(
+        "wsrooms-endpoint",
+        "wsrooms_endpoint",
+        "uvicorn",
+        "asyncio",
+        echo=True,
+        stats=True,
+        note="RoomEndpoint; echo: BaseWSEndpoint (task per message)",
+    ),
+    Target(
+        "wsrooms-room",
+        "wsrooms_room",
+        "uvicorn",
+        "asyncio",
+        stats=True,
+        note="Room, decorator API 2, un-awaited push()",
+    ),
+    Target(
+        "starlette-loop",
+        "starlette_loop",
+        "uvicorn",
+        "asyncio",
+        echo=True,
+        note="room dict + sequential await send_text; echo: WebSocketEndpoint",
+    ),
+    Target(
+        "socketio",
+        "socketio_rooms",
+        "uvicorn",
+        "asyncio",
+        proto="sio",
+        echo=True,
+        note="python-socketio AsyncServer rooms (ASGI)",
+    ),
+    Target(
+        "broadcaster",
+        "broadcaster_memory",
+        "uvicorn",
+        "asyncio",
+        note="encode/broadcaster memory:// on Starlette",
+    ),
+    Target(
+        "websockets",
+        "websockets_raw",
+        "native",
+        "asyncio",
+        echo=True,
+        note="websockets asyncio server + broadcast(), uvloop, no ASGI",
+    ),
+    Target(
+        "wsrooms-endpoint-trio",
+        "wsrooms_endpoint",
+        "hypercorn-trio",
+        "trio",
+        echo=True,
+        stats=True,
+        note="RoomEndpoint on hypercorn -k trio",
+    ),
+    Target(
+        "wsrooms-room-trio",
+        "wsrooms_room",
+        "hypercorn-trio",
+        "trio",
+        stats=True,
+        note="Room API 2 on hypercorn -k trio",
+    ),
+    Target(
+        "starlette-loop-trio",
+        "starlette_loop",
+        "hypercorn-trio",
+        "trio",
+        echo=True,
+        note="sequential loop on hypercorn -k trio",
+    ),
+    Target(
+        "websockets-trio",
+        "websockets_trio",
+        "native",
+        "trio",
+        echo=True,
+        note="websockets.trio server + await broadcast(), no ASGI",
+    ),
+    Target(
+        "wsrooms-endpoint-drop",
+        "wsrooms_endpoint",
+        "uvicorn",
+        "asyncio",
+        stats=True,
+        scenarios=frozenset({"slow"}),
+        env={"BENCH_SLOW_CONSUMER": "drop_oldest"},
+        note="RoomEndpoint with slow_consumer='drop_oldest' (slow scenario only)",
+    ),
 ]
 BY_LABEL = {t.label: t for t in TARGETS}
-BASELINES = {"asyncio": ("starlette-loop", "websockets"), "trio": ("starlette-loop-trio", "websockets-trio")}
+BASELINES = {
+    "asyncio": ("starlette-loop", "websockets"),
+    "trio": ("starlette-loop-trio", "websockets-trio"),
+}
 SEND_QUEUE_SIZE = 256  # wsrooms targets: well above the fan-out window (and small enough
 # that a stuck member hits the slow-consumer policy within the slow scenario)
 
@@ -100,40 +172,112 @@ FANOUT_WINDOW = 10
 def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
     if quick:
         return {
-            "fanout": [dict(variant="N=20", subscribers=20, messages=300, window=FANOUT_WINDOW,
-                            size=100, duration=5)],
-            "slow": [
-                dict(variant="no stuck member", subscribers=20, exclude=1, stuck=False,
-                     messages=600, window=FANOUT_WINDOW, size=4096, duration=4),
-                dict(variant="one stuck member", subscribers=20, exclude=1, stuck=True,
-                     messages=2500, window=FANOUT_WINDOW, size=4096, duration=4,
-                     stuckDrainMs=1500),
+            "fanout": [
+                dict(
+                    variant="N=20",
+                    subscribers=20,
+                    messages=300,
+                    window=FANOUT_WINDOW,
+                    size=100,
+                    duration=5,
+                )
             ],
-            "idle": [dict(variant="C=200", connections=200, rooms=10, duration=20, settleMs=500)],
-            "echo": [dict(variant="10 clients", clients=10, size=100, duration=1.5)],
-            "churn": [dict(variant="300 cycles", cycles=300, warmCycles=100, concurrency=50,
-                           rooms=10, duration=20, settleMs=300)],
+            "slow": [
+                dict(
+                    variant="one stuck member",
+                    subscribers=20,
+                    exclude=1,
+                    stuck=True,
+                    messages=1500,
+                    window=FANOUT_WINDOW,
+                    size=4096,
+                    duration=1.5,
+                    drainMs=500,
+                    stuckDrainMs=600,
+                ),
+            ],
+            "idle": [
+                dict(
+                    variant="C=200",
+                    connections=200,
+                    rooms=10,
+                    duration=20,
+                    settleMs=300,
+                    pauseMs=200,
+                )
+            ],
+            "echo": [dict(variant="10 clients", clients=10, size=100, duration=1)],
+            "churn": [
+                dict(
+                    variant="300 cycles",
+                    cycles=300,
+                    warmCycles=100,
+                    concurrency=50,
+                    rooms=10,
+                    duration=20,
+                    settleMs=200,
+                    pauseMs=200,
+                )
+            ],
         }
     return {
         "fanout": [
-            dict(variant="N=100", subscribers=100, messages=6000, window=FANOUT_WINDOW, size=100,
-                 duration=10),
-            dict(variant="N=1000", subscribers=1000, messages=800, window=FANOUT_WINDOW,
-                 size=100, duration=12),
+            dict(
+                variant="N=100",
+                subscribers=100,
+                messages=6000,
+                window=FANOUT_WINDOW,
+                size=100,
+                duration=10,
+            ),
+            dict(
+                variant="N=1000",
+                subscribers=1000,
+                messages=800,
+                window=FANOUT_WINDOW,
+                size=100,
+                duration=12,
+            ),
         ],
         "slow": [
-            dict(variant="no stuck member", subscribers=100, exclude=1, stuck=False,
-                 messages=4000, window=FANOUT_WINDOW, size=4096, duration=12),
-            dict(variant="one stuck member", subscribers=100, exclude=1, stuck=True,
-                 messages=4000, window=FANOUT_WINDOW, size=4096, duration=12),
+            dict(
+                variant="no stuck member",
+                subscribers=100,
+                exclude=1,
+                stuck=False,
+                messages=4000,
+                window=FANOUT_WINDOW,
+                size=4096,
+                duration=12,
+                drainMs=2000,
+            ),
+            dict(
+                variant="one stuck member",
+                subscribers=100,
+                exclude=1,
+                stuck=True,
+                messages=4000,
+                window=FANOUT_WINDOW,
+                size=4096,
+                duration=12,
+                drainMs=2000,
+            ),
         ],
         "idle": [
             dict(variant="C=2000", connections=2000, rooms=10, duration=60),
             dict(variant="C=10000", connections=10000, rooms=10, duration=90),
         ],
         "echo": [dict(variant="50 clients", clients=50, size=100, duration=8)],
-        "churn": [dict(variant="10000 cycles", cycles=10000, warmCycles=1000, concurrency=50,
-                       rooms=10, duration=90)],
+        "churn": [
+            dict(
+                variant="10000 cycles",
+                cycles=10000,
+                warmCycles=1000,
+                concurrency=50,
+                rooms=10,
+                duration=90,
+            )
+        ],
     }
 
 
@@ -158,8 +302,8 @@ def setup(venv: Path) -> None:
     if not (venv / "bin" / "python").exists():
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["-r", str(BENCH / "requirements.txt")], check=True)
-    subprocess.run(pip + ["-e", str(REPO)], check=False)  # wsrooms itself (may still be empty)
+    subprocess.run([*pip, "-r", str(BENCH / "requirements.txt")], check=True)
+    subprocess.run([*pip, "-e", str(REPO)], check=False)  # wsrooms itself (may still be empty)
     subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True)
 
 
@@ -295,8 +439,60 @@ def query_stats(port: int) -> dict[str, Any] | None:
         return {"error": repr(exc)}
 
 
-def run_one(target: Target, scenario: str, variant: dict[str, Any], rep: int, quick: bool) -> dict[str, Any]:
-    port = free_port()
+class Server:
+    """One target's server process, pinned to the server core; stopped by its PID."""
+
+    def __init__(self, target: Target, log_name: str) -> None:
+        self.target = target
+        self.port = free_port()
+        RAW.mkdir(parents=True, exist_ok=True)
+        self.log_path = RAW / f"{log_name}.server.log"
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> Server:
+        env = dict(os.environ, BENCH_SEND_QUEUE_SIZE=str(SEND_QUEUE_SIZE), PYTHONUNBUFFERED="1")
+        env.update(self.target.env)
+        argv = [sys.executable, str(BENCH / "serve.py"), "--target", self.target.module]
+        argv += ["--server", self.target.server, "--port", str(self.port)]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                pinned(SERVER_CORE, argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=None if shutil.which("taskset") else pin_fallback(SERVER_CORE),
+            )
+        wait_listening(self.port, self.proc, 20)
+        return self
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise RuntimeError(f"server exited with {code} during the run")
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+    def log_tail(self, n: int = 5) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").strip().splitlines()[-n:]
+        except OSError:
+            return []
+
+
+def slug_of(*parts: object) -> str:
+    return "-".join(str(p) for p in parts).replace(" ", "_").replace("=", "")
+
+
+def run_one(
+    target: Target,
+    scenario: str,
+    variant: dict[str, Any],
+    rep: int,
+    shared: Server | None = None,
+) -> dict[str, Any]:
+    """One measured run: a fresh server (or `shared`, in quick mode) and one load generator."""
     record: dict[str, Any] = {
         "target": target.label,
         "server": target.server,
@@ -306,40 +502,42 @@ def run_one(target: Target, scenario: str, variant: dict[str, Any], rep: int, qu
         "ok": False,
         "error": None,
     }
-    RAW.mkdir(parents=True, exist_ok=True)
-    slug = f"{scenario}-{variant['variant']}-{target.label}-rep{rep}".replace(" ", "_").replace("=", "")
-    server_log = open(RAW / f"{slug}.server.log", "w")
-    loadgen_log = open(RAW / f"{slug}.loadgen.log", "w")
-    env = dict(os.environ, BENCH_SEND_QUEUE_SIZE=str(SEND_QUEUE_SIZE), PYTHONUNBUFFERED="1")
-    env.update(target.env)
-    server = loadgen = None
+    slug = slug_of(scenario, variant["variant"], target.label, f"rep{rep}")
+    server = shared or Server(target, slug)
+    loadgen = None
     hard_deadline = float(variant.get("duration", 10)) + 60
     started = time.monotonic()
     try:
-        taskset = shutil.which("taskset")
-        server = subprocess.Popen(
-            pinned(SERVER_CORE, [sys.executable, str(BENCH / "serve.py"), "--target", target.module,
-                                 "--server", target.server, "--port", str(port)]),
-            stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=None if taskset else pin_fallback(SERVER_CORE),
+        if shared is None:
+            server.start()
+        server.check_alive()
+        assert server.proc is not None
+        config = dict(
+            variant,
+            scenario=scenario,
+            port=server.port,
+            proto=target.proto,
+            hardDeadline=hard_deadline - 5,
         )
-        wait_listening(port, server, 20)
-        config = dict(variant, scenario=scenario, port=port, proto=target.proto,
-                      hardDeadline=hard_deadline - 5)
-        loadgen = subprocess.Popen(
-            pinned(LOADGEN_CORE, [shutil.which("node") or "node", str(BENCH / "loadgen.js"), json.dumps(config)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=loadgen_log, text=True, bufsize=1,
-            preexec_fn=None if taskset else pin_fallback(LOADGEN_CORE),
-        )
+        node = [shutil.which("node") or "node", str(BENCH / "loadgen.js"), json.dumps(config)]
+        with open(RAW / f"{slug}.loadgen.log", "w") as loadgen_log:
+            loadgen = subprocess.Popen(
+                pinned(LOADGEN_CORE, node),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=loadgen_log,
+                text=True,
+                bufsize=1,
+                preexec_fn=None if shutil.which("taskset") else pin_fallback(LOADGEN_CORE),
+            )
         lines: queue.Queue[str | None] = queue.Queue()
 
-        def pump_stdout() -> None:
-            assert loadgen is not None and loadgen.stdout is not None
-            for line in loadgen.stdout:
+        def pump_stdout(stdout: Any) -> None:
+            for line in stdout:
                 lines.put(line)
             lines.put(None)
 
-        threading.Thread(target=pump_stdout, daemon=True).start()
+        threading.Thread(target=pump_stdout, args=(loadgen.stdout,), daemon=True).start()
         marks: dict[str, dict[str, float]] = {}
         result = None
         while True:
@@ -357,9 +555,8 @@ def run_one(target: Target, scenario: str, variant: dict[str, Any], rep: int, qu
             except json.JSONDecodeError:
                 continue
             if "mark" in msg:
-                if server.poll() is not None:
-                    raise RuntimeError(f"server exited with {server.returncode} during the run")
-                marks[msg["mark"]] = sample(server.pid, loadgen.pid)
+                server.check_alive()
+                marks[msg["mark"]] = sample(server.proc.pid, loadgen.pid)
                 assert loadgen.stdin is not None
                 loadgen.stdin.write("ok\n")
                 loadgen.stdin.flush()
@@ -370,33 +567,32 @@ def run_one(target: Target, scenario: str, variant: dict[str, Any], rep: int, qu
         loadgen.wait(10)
         if result is None:
             raise RuntimeError(f"load generator exited with {loadgen.returncode} and no result")
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode} during the run")
+        server.check_alive()
         record["loadgen"] = result
         record["samples"] = marks
         if target.stats and scenario == "slow":
-            record["server_stats"] = query_stats(port)
+            record["server_stats"] = query_stats(server.port)
         record.update(derive(scenario, result, marks))
         problem = check(scenario, variant, result)
         if problem:
             record["error"] = problem
         else:
             record["ok"] = True
-    except Exception as exc:
+    except Exception as exc:  # every failure becomes part of the report
         record["error"] = str(exc)
     finally:
         stop(loadgen, grace=1.0)
-        stop(server)
-        server_log.close()
-        loadgen_log.close()
+        if shared is None:
+            server.stop()
     record["seconds"] = round(time.monotonic() - started, 2)
     if not record["ok"]:
-        tail = (RAW / f"{slug}.server.log").read_text(errors="replace").strip().splitlines()[-5:]
-        record["server_log_tail"] = tail
+        record["server_log_tail"] = server.log_tail()
     return record
 
 
-def derive(scenario: str, result: dict[str, Any], marks: dict[str, dict[str, float]]) -> dict[str, Any]:
+def derive(
+    scenario: str, result: dict[str, Any], marks: dict[str, dict[str, float]]
+) -> dict[str, Any]:
     """Figures of one run from the load generator's result and the harness's samples."""
     out: dict[str, Any] = {}
     if scenario in ("fanout", "slow", "echo"):
@@ -412,8 +608,12 @@ def derive(scenario: str, result: dict[str, Any], marks: dict[str, dict[str, flo
         out["p99_ms"] = result["latency_ms"]["p99"]
         if out["deliveries_per_s"]:
             # CPU microseconds per delivery: robust to the machine's noise
-            out["server_us_per_delivery"] = 1e6 * out["server_cpu_pct"] / 100 / out["deliveries_per_s"]
-            out["loadgen_us_per_delivery"] = 1e6 * out["loadgen_cpu_pct"] / 100 / out["deliveries_per_s"]
+            out["server_us_per_delivery"] = (
+                1e6 * out["server_cpu_pct"] / 100 / out["deliveries_per_s"]
+            )
+            out["loadgen_us_per_delivery"] = (
+                1e6 * out["loadgen_cpu_pct"] / 100 / out["deliveries_per_s"]
+            )
         if result.get("stuck"):
             out["stuck_fate"] = result["stuck"][0]["fate"]
     if scenario == "echo":
@@ -487,9 +687,23 @@ def machine_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     packages = {}
-    for name in ["wsrooms", "starlette", "anyio", "trio", "uvicorn", "uvloop", "httptools", "hypercorn",
-                 "wsproto", "websockets", "python-socketio", "python-engineio", "broadcaster", "psutil",
-                 "matplotlib"]:
+    for name in [
+        "wsrooms",
+        "starlette",
+        "anyio",
+        "trio",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "hypercorn",
+        "wsproto",
+        "websockets",
+        "python-socketio",
+        "python-engineio",
+        "broadcaster",
+        "psutil",
+        "matplotlib",
+    ]:
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -497,9 +711,15 @@ def machine_info() -> dict[str, Any]:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     ws_version = None
     with contextlib.suppress(OSError, ValueError):
-        ws_version = json.loads((BENCH / "node_modules" / "ws" / "package.json").read_text())["version"]
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or None
+        ws_version = json.loads((BENCH / "node_modules" / "ws" / "package.json").read_text())[
+            "version"
+        ]
+    commit = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or None
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -537,8 +757,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for (scenario, variant, label), rs in groups.items():
         ok = [r for r in rs if r["ok"]]
-        keys = sorted({k for r in ok for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                      - {"rep", "seconds"})
+        keys = sorted(
+            {
+                k
+                for r in ok
+                for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            - {"rep", "seconds"}
+        )
         med = {k: median([r.get(k) for r in ok]) for k in keys}
         entry = {
             "runs": len(rs),
@@ -548,7 +775,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if scenario == "slow":
             entry["stuck_fates"] = [r.get("stuck_fate") for r in rs if r.get("stuck_fate")]
-            entry["stuck"] = [r["loadgen"]["stuck"][0] for r in rs if r.get("loadgen", {}).get("stuck")]
+            entry["stuck"] = [
+                r["loadgen"]["stuck"][0] for r in rs if r.get("loadgen", {}).get("stuck")
+            ]
             entry["server_stats"] = [r["server_stats"] for r in rs if r.get("server_stats")]
             entry["undelivered"] = [r["loadgen"].get("undelivered") for r in rs if r.get("loadgen")]
         summary.setdefault(scenario, {}).setdefault(variant, {})[label] = entry
@@ -560,11 +789,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 target = BY_LABEL[label]
                 loop_label, ws_label = BASELINES[target.family]
                 entry["ratio_to_loop"] = ratio(runs, scenario, variant, label, loop_label, metric)
-                entry["ratio_to_websockets"] = ratio(runs, scenario, variant, label, ws_label, metric)
+                entry["ratio_to_websockets"] = ratio(
+                    runs, scenario, variant, label, ws_label, metric
+                )
     return summary
 
 
-def ratio(runs: list[dict[str, Any]], scenario: str, variant: str, label: str, base: str, metric: str) -> float | None:
+def ratio(
+    runs: list[dict[str, Any]], scenario: str, variant: str, label: str, base: str, metric: str
+) -> float | None:
     per_rep: dict[int, dict[str, float]] = {}
     for r in runs:
         if r["scenario"] == scenario and r["variant"] == variant and r["target"] in (label, base):
@@ -590,94 +823,146 @@ def fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table; columns after the first are right-aligned unless marked `<`."""
+    aligns = ["---"] + ["---" if h.startswith("<") else "---:" for h in header[1:]]
+    header = [h.lstrip("<") for h in header]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}%"
+
+
+def mib(value: float | None) -> str:
+    return fmt(value, 1, 2**-20)
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     s = data["summary"]
     cfg = data["config"]
+    reps = cfg["reps"]
     lines = [
         "# wsrooms benchmark results",
         "",
         f"Generated by `python bench/run.py {' '.join(cfg['argv'])}` on {data['finished']}"
-        f" ({cfg['reps']} repetition{'s' if cfg['reps'] != 1 else ''}, interleaved;"
+        f" ({reps} repetition{'s' if reps != 1 else ''}, interleaved;"
         f" {'quick smoke sizes' if cfg['quick'] else 'full sizes'}).",
         "",
         f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']};"
         f" Python {m['python']}, Node {m['node']} (ws {m['npm_ws']}). Server pinned to core"
-        f" {m['server_core']}, load generator to core {m['loadgen_core']}. Shared, noisy machine:"
-        " read the ratios (target / baseline within the same repetition, then the median),"
-        " not the absolute figures.",
+        f" {m['server_core']}, load generator to core {m['loadgen_core']}. Shared, noisy"
+        " machine: read the ratios (target / baseline within the same repetition, then the"
+        " median), not the absolute figures.",
         "",
         "**Packages:** " + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v) + ".",
         "",
         "Ratios: **× loop** is against the hand-written Starlette loop and **× ws** against the"
-        " `websockets` library's own server, both on the same event loop as the row (asyncio rows:"
-        " `starlette-loop` on uvicorn and `websockets` on uvloop; trio rows: `starlette-loop-trio`"
-        " on hypercorn -k trio and `websockets-trio`). Figures are medians over repetitions;"
-        " **srv CPU** / **gen CPU** are the server's and the load generator's CPU use over the"
-        " measured window (100% = one core), **other** is the rest of the machine (other tenants).",
+        " `websockets` library's own server, both on the same event loop as the row (asyncio"
+        " rows: `starlette-loop` on uvicorn and `websockets` on uvloop; trio rows:"
+        " `starlette-loop-trio` on hypercorn -k trio and `websockets-trio`). Figures are medians"
+        " over repetitions; **srv CPU** / **gen CPU** are the server's and the load generator's"
+        " CPU use over the measured window (100% = one core), **other** is the rest of the"
+        " machine (other tenants, the harness).",
         "",
     ]
     if data.get("skipped"):
-        lines += ["**Skipped (not importable):** " + ", ".join(f"`{k}` ({v})" for k, v in data["skipped"].items()), ""]
+        skipped = ", ".join(f"`{k}` ({v})" for k, v in data["skipped"].items())
+        lines += [f"**Skipped (not importable):** {skipped}", ""]
 
-    def targets_of(variants: dict[str, Any]) -> list[str]:
-        seen = []
-        for label in [t.label for t in TARGETS]:
-            if any(label in v for v in variants.values()):
-                seen.append(label)
-        return seen
+    def labels_in(*groups: dict[str, Any]) -> list[str]:
+        return [t.label for t in TARGETS if any(t.label in g for g in groups)]
 
     def err(entry: dict[str, Any]) -> str:
-        return "" if not entry["errors"] else f" ⚠ {len(entry['errors'])} failed: {entry['errors'][0]}"
+        errors = entry.get("errors") or []
+        return "" if not errors else f" ⚠ {len(errors)} failed: {errors[0]}"
+
+    def ratios(e: dict[str, Any]) -> list[str]:
+        return [fmt_ratio(e.get("ratio_to_loop")), fmt_ratio(e.get("ratio_to_websockets"))]
 
     if "fanout" in s:
-        lines += ["## Fan-out", "",
-                  f"One publisher, N subscribers in one room, 100-byte messages, window of {FANOUT_WINDOW}"
-                  " messages in flight (a message leaves the window once every subscriber has it)."
-                  " Latency is from send to receipt, over every delivery.", ""]
+        lines += [
+            "## Fan-out",
+            "",
+            "One publisher, N subscribers in one room, 100-byte messages, a window of"
+            f" {FANOUT_WINDOW} messages in flight (a message leaves the window once every"
+            " subscriber has it). Latency is from send to receipt, over every delivery."
+            " **µs/deliv** is server CPU time per delivery.",
+            "",
+        ]
         for variant, targets in s["fanout"].items():
-            lines += [f"### {variant}", "",
-                      "| target | deliveries/s | × loop | × ws | p50 ms | p99 ms | srv CPU | gen CPU | other | srv µs/delivery | losses |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-            for label in targets_of({variant: targets}):
+            rows = []
+            for label in labels_in(targets):
                 e = targets[label]
                 md = e["median"]
-                lines.append(
-                    f"| {label} | {fmt(md.get('deliveries_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
-                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('p50_ms'), 1)} | {fmt(md.get('p99_ms'), 1)} |"
-                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}% | {fmt(md.get('other_cpu_pct'))}% |"
-                    f" {fmt(md.get('server_us_per_delivery'), 1)} | {'none' if not e['errors'] else ''}{err(e)} |")
-            lines.append("")
+                rows.append(
+                    [
+                        label,
+                        fmt(md.get("deliveries_per_s")),
+                        *ratios(e),
+                        fmt(md.get("p50_ms"), 1),
+                        fmt(md.get("p99_ms"), 1),
+                        pct(md.get("server_cpu_pct")),
+                        pct(md.get("loadgen_cpu_pct")),
+                        pct(md.get("other_cpu_pct")),
+                        fmt(md.get("server_us_per_delivery"), 1),
+                        ("none" if not e["errors"] else "") + err(e),
+                    ]
+                )
+            header = ["target", "deliveries/s", "× loop", "× ws", "p50 ms", "p99 ms"]
+            header += ["srv CPU", "gen CPU", "other", "µs/deliv", "<losses"]
+            lines += [f"### {variant}", "", *table(header, rows)]
     if "slow" in s:
         base = s["slow"].get("no stuck member", {})
         stuck = s["slow"].get("one stuck member", {})
-        lines += ["## Slow consumer", "",
-                  "100 subscribers (20 in quick mode), 4 KiB messages so that kernel buffers fill; one member"
-                  " completes the handshake and then stops reading its socket. Deliveries/s count the other"
-                  " members only; the same run without a stuck member is the reference. RSS growth is the"
-                  " server's over the measured window (peak in brackets).", "",
-                  "| target | deliveries/s, no stuck | with one stuck | stuck / no stuck | × loop | × ws | RSS growth MiB | undelivered to the others | the stuck member |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for label in targets_of(s["slow"]):
-            b = base.get(label, {"median": {}, "errors": []})
-            e = stuck.get(label, {"median": {}, "errors": [], "stuck": [], "server_stats": [], "undelivered": []})
-            db, ds = b["median"].get("deliveries_per_s"), e["median"].get("deliveries_per_s")
-            fate = describe_stuck(e)
-            lines.append(
-                f"| {label} | {fmt(db)} | {fmt(ds)} | {fmt_ratio(ds / db if db and ds is not None else None)} |"
-                f" {fmt_ratio(e.get('ratio_to_loop'))} | {fmt_ratio(e.get('ratio_to_websockets'))} |"
-                f" {fmt(e['median'].get('server_rss_growth'), 1, 2**-20)} ({fmt(e['median'].get('server_peak_growth'), 1, 2**-20)}) |"
-                f" {fmt(median(e.get('undelivered') or []))} | {fate}{err(b)}{err(e)} |")
-        lines.append("")
+        lines += [
+            "## Slow consumer",
+            "",
+            "100 subscribers (20 in quick mode), 4 KiB messages so that kernel buffers fill; one"
+            " member completes the handshake and then stops reading its socket. Deliveries/s"
+            " count the other members only; the same run without a stuck member is the"
+            " reference. RSS growth is the server's over the measured window (peak in"
+            " brackets). **undelivered** counts messages the publisher sent that the other"
+            " members never got in time (a stalled room).",
+            "",
+        ]
+        rows = []
+        for label in labels_in(base, stuck):
+            b = base.get(label, {"median": {}})
+            e = stuck.get(label, {"median": {}})
+            db = b["median"].get("deliveries_per_s")
+            ds = e["median"].get("deliveries_per_s")
+            rows.append(
+                [
+                    label,
+                    fmt(db),
+                    fmt(ds),
+                    fmt_ratio(ds / db if db and ds is not None else None),
+                    *ratios(e),
+                    f"{mib(e['median'].get('server_rss_growth'))}"
+                    f" ({mib(e['median'].get('server_peak_growth'))})",
+                    fmt(median(e.get("undelivered") or [])),
+                    describe_stuck(e) + err(b) + err(e),
+                ]
+            )
+        header = ["target", "deliv/s, no stuck", "with one stuck", "stuck / no stuck"]
+        header += ["× loop", "× ws", "RSS growth MiB", "undelivered", "<the stuck member"]
+        lines += table(header, rows)
     if "idle" in s:
         variants = list(s["idle"])
-        lines += ["## Idle memory", "",
-                  "C idle connections spread over 10 rooms: (server RSS after opening them − RSS before) / C."
-                  " Every member then gets one message in its room, to prove it joined.", "",
-                  "| target | " + " | ".join(f"KiB/conn {v} | × loop | × ws" for v in variants) + " | opened/s |",
-                  "|---|" + "---:|---:|---:|" * len(variants) + "---:|"]
-        for label in targets_of(s["idle"]):
-            cells = []
+        lines += [
+            "## Idle memory",
+            "",
+            "C idle connections spread over 10 rooms: (server RSS after opening them − RSS"
+            " before) / C. Every member then gets one message in its room, to prove it joined.",
+            "",
+        ]
+        rows = []
+        for label in labels_in(*s["idle"].values()):
+            cells = [label]
             rate = None
             errors = ""
             for v in variants:
@@ -685,50 +970,74 @@ def render_markdown(data: dict[str, Any]) -> str:
                 if e is None:
                     cells += ["–", "–", "–"]
                     continue
-                cells += [fmt(e["median"].get("rss_per_conn_kb"), 1), fmt_ratio(e["ratio_to_loop"]),
-                          fmt_ratio(e["ratio_to_websockets"])]
+                cells += [fmt(e["median"].get("rss_per_conn_kb"), 1), *ratios(e)]
                 rate = e["median"].get("connections_per_s_open")
                 errors += err(e)
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(rate)}{errors} |")
-        lines.append("")
+            rows.append([*cells, fmt(rate) + errors])
+        header = ["target"]
+        for v in variants:
+            header += [f"KiB/conn {v}", "× loop", "× ws"]
+        lines += table([*header, "opened/s"], rows)
     if "echo" in s:
-        lines += ["## Echo round trips", "",
-                  "Clients each keep one 100-byte message in flight and wait for its echo. wsrooms rows run a"
-                  " `BaseWSEndpoint` (a task per message); `starlette-loop` rows run a plain Starlette"
-                  " `WebSocketEndpoint`.", ""]
+        lines += [
+            "## Echo round trips",
+            "",
+            "Clients each keep one 100-byte message in flight and wait for its echo. wsrooms"
+            " rows run a `BaseWSEndpoint` (a task per message); `starlette-loop` rows run a"
+            " plain Starlette `WebSocketEndpoint`.",
+            "",
+        ]
         for variant, targets in s["echo"].items():
-            lines += [f"### {variant}", "",
-                      "| target | round trips/s | × loop | × ws | p50 ms | p99 ms | srv CPU | gen CPU | other |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for label in targets_of({variant: targets}):
+            rows = []
+            for label in labels_in(targets):
                 e = targets[label]
                 md = e["median"]
-                lines.append(
-                    f"| {label} | {fmt(md.get('round_trips_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
-                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('p50_ms'), 2)} | {fmt(md.get('p99_ms'), 2)} |"
-                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}% | {fmt(md.get('other_cpu_pct'))}%{err(e)} |")
-            lines.append("")
+                rows.append(
+                    [
+                        label,
+                        fmt(md.get("round_trips_per_s")),
+                        *ratios(e),
+                        fmt(md.get("p50_ms"), 2),
+                        fmt(md.get("p99_ms"), 2),
+                        pct(md.get("server_cpu_pct")),
+                        pct(md.get("loadgen_cpu_pct")),
+                        pct(md.get("other_cpu_pct")) + err(e),
+                    ]
+                )
+            header = ["target", "round trips/s", "× loop", "× ws", "p50 ms", "p99 ms"]
+            header += ["srv CPU", "gen CPU", "other"]
+            lines += [f"### {variant}", "", *table(header, rows)]
     if "churn" in s:
-        lines += ["## Connect/disconnect churn", "",
-                  "Connect, join a room (one of 10), close, 50 at a time (npm `ws` client). Connections/s over the"
-                  " cycles after warm-up; server RSS after warm-up and after every cycle.", ""]
+        lines += [
+            "## Connect/disconnect churn",
+            "",
+            "Connect, join a room (one of 10), close, 50 at a time (npm `ws` client)."
+            " Connections/s over the cycles after warm-up; server RSS after warm-up and after"
+            " every cycle.",
+            "",
+        ]
         for variant, targets in s["churn"].items():
-            lines += [f"### {variant}", "",
-                      "| target | connections/s | × loop | × ws | RSS after warm-up MiB | RSS after all MiB | growth MiB | srv CPU | gen CPU |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for label in targets_of({variant: targets}):
+            rows = []
+            for label in labels_in(targets):
                 e = targets[label]
                 md = e["median"]
-                lines.append(
-                    f"| {label} | {fmt(md.get('connections_per_s'))} | {fmt_ratio(e['ratio_to_loop'])} |"
-                    f" {fmt_ratio(e['ratio_to_websockets'])} | {fmt(md.get('rss_after_warmup'), 1, 2**-20)} |"
-                    f" {fmt(md.get('rss_after_all'), 1, 2**-20)} | {fmt(md.get('rss_growth'), 1, 2**-20)} |"
-                    f" {fmt(md.get('server_cpu_pct'))}% | {fmt(md.get('loadgen_cpu_pct'))}%{err(e)} |")
-            lines.append("")
-    lines += ["## Targets", "", "| target | server | what |", "|---|---|---|"]
-    for t in TARGETS:
-        lines.append(f"| {t.label} | {t.server} | {t.note} |")
-    lines.append("")
+                rows.append(
+                    [
+                        label,
+                        fmt(md.get("connections_per_s")),
+                        *ratios(e),
+                        mib(md.get("rss_after_warmup")),
+                        mib(md.get("rss_after_all")),
+                        mib(md.get("rss_growth")),
+                        pct(md.get("server_cpu_pct")),
+                        pct(md.get("loadgen_cpu_pct")) + err(e),
+                    ]
+                )
+            header = ["target", "connections/s", "× loop", "× ws", "RSS after warm-up MiB"]
+            header += ["RSS after all MiB", "growth MiB", "srv CPU", "gen CPU"]
+            lines += [f"### {variant}", "", *table(header, rows)]
+    lines += table(["target", "<server", "<what"], [[t.label, t.server, t.note] for t in TARGETS])
+    lines.insert(len(lines) - len(TARGETS) - 3, "## Targets\n")
     return "\n".join(lines)
 
 
@@ -740,7 +1049,9 @@ def describe_stuck(entry: dict[str, Any]) -> str:
     fate = max(set(fates), key=fates.count)
     got = median([s["frames_after_pause"] for s in stuck])
     sent = median([s["messages_sent_while_stuck"] for s in stuck])
-    text = f"{fate}" + (f" (reason {stuck[0]['close_reason']!r})" if stuck[0].get("close_reason") else "")
+    text = f"{fate}" + (
+        f" (reason {stuck[0]['close_reason']!r})" if stuck[0].get("close_reason") else ""
+    )
     text += f"; it still got {fmt(got)} of {fmt(sent)} messages once it read again"
     stats = [s for s in entry.get("server_stats") or [] if "dropped" in s]
     if stats:
@@ -758,9 +1069,20 @@ def plot(data: dict[str, Any]) -> None:
 
     s = data["summary"]
     for scenario, metric, ylabel, fname, title in [
-        ("fanout", "deliveries_per_s", "deliveries/s (median)", "fanout.png", "Fan-out: deliveries/s"),
-        ("idle", "rss_per_conn_kb", "server RSS per connection, KiB (median)", "memory.png",
-         "Idle memory per connection"),
+        (
+            "fanout",
+            "deliveries_per_s",
+            "deliveries/s (median)",
+            "fanout.png",
+            "Fan-out: deliveries/s",
+        ),
+        (
+            "idle",
+            "rss_per_conn_kb",
+            "server RSS per connection, KiB (median)",
+            "memory.png",
+            "Idle memory per connection",
+        ),
     ]:
         if scenario not in s:
             continue
@@ -769,11 +1091,18 @@ def plot(data: dict[str, Any]) -> None:
         fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4.5))
         width = 0.8 / max(1, len(variants))
         for i, v in enumerate(variants):
-            values = [(s[scenario][v].get(lb) or {}).get("median", {}).get(metric) or 0 for lb in labels]
+            values = [
+                (s[scenario][v].get(lb) or {}).get("median", {}).get(metric) or 0 for lb in labels
+            ]
             xs = [x + i * width - 0.4 + width / 2 for x in range(len(labels))]
             bars = ax.bar(xs, values, width, label=v)
-            ax.bar_label(bars, labels=[f"{val:,.0f}" if val >= 100 else f"{val:.1f}" for val in values],
-                         fontsize=7, rotation=90, padding=2)
+            ax.bar_label(
+                bars,
+                labels=[f"{val:,.0f}" if val >= 100 else f"{val:.1f}" for val in values],
+                fontsize=7,
+                rotation=90,
+                padding=2,
+            )
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
@@ -790,8 +1119,12 @@ def plot(data: dict[str, Any]) -> None:
 
 def importable(target: Target) -> tuple[bool, str]:
     """Can the target's module be imported? (wsrooms targets wait for the library.)"""
-    proc = subprocess.run([sys.executable, str(BENCH / "serve.py"), "--target", target.module, "--check"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "serve.py"), "--target", target.module, "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode == 0:
         return True, ""
     last = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -805,15 +1138,26 @@ def leftover_children() -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, small sizes")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
-    parser.add_argument("--targets", default="", help="comma-separated labels (default: all importable)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS)
+    )
+    parser.add_argument(
+        "--targets", default="", help="comma-separated labels (default: all importable)"
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
-    parser.add_argument("--setup", action="store_true", help="create/refresh the bench venv and node deps")
+    parser.add_argument(
+        "--setup", action="store_true", help="create/refresh the bench venv and node deps"
+    )
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    parser.add_argument("--require-all", action="store_true",
-                        help="fail when a target cannot be imported (instead of skipping it)")
+    parser.add_argument(
+        "--require-all",
+        action="store_true",
+        help="fail when a target cannot be imported (instead of skipping it)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
     args = parser.parse_args()
     global RESULTS, RAW
@@ -824,7 +1168,9 @@ def main() -> int:
             return 0
     ensure_venv(args)
     if not (BENCH / "node_modules" / "ws").exists():
-        sys.exit("node client missing: run `npm ci --prefix bench` (or `python bench/run.py --setup`)")
+        sys.exit(
+            "node client missing: run `npm ci --prefix bench` (or `python bench/run.py --setup`)"
+        )
 
     RESULTS = args.out
     RAW = RESULTS / "raw"
@@ -858,25 +1204,49 @@ def main() -> int:
             print(f"skip {t.label}: {why}", flush=True)
     plan = scenario_plan(args.quick)
     runs: list[dict[str, Any]] = []
-    total = sum(1 for s in scenarios for _v in plan[s] for t in usable if target_runs_scenario(t, s)) * reps
-    n = 0
+    jobs = [
+        (rep, scenario, variant, target)
+        for rep in range(1, reps + 1)
+        for scenario in scenarios
+        for variant in plan[scenario]
+        for target in usable
+        if target_runs_scenario(target, scenario)
+    ]
+    if args.quick:
+        # Smoke run: one server per target serves every scenario (saves a start per run).
+        order = {t.label: i for i, t in enumerate(usable)}
+        jobs.sort(key=lambda job: order[job[3].label])
     t0 = time.monotonic()
-    for rep in range(1, reps + 1):
-        for scenario in scenarios:
-            for variant in plan[scenario]:
-                for target in usable:
-                    if not target_runs_scenario(target, scenario):
-                        continue
-                    n += 1
-                    r = run_one(target, scenario, variant, rep, args.quick)
-                    runs.append(r)
-                    print(f"[{n}/{total} {time.monotonic() - t0:5.0f}s] {describe_run(r)}", flush=True)
+    shared: Server | None = None
+    try:
+        for n, (rep, scenario, variant, target) in enumerate(jobs, 1):
+            if args.quick and (shared is None or shared.target is not target):
+                if shared is not None:
+                    shared.stop()
+                shared = Server(target, slug_of("quick", target.label))
+                try:
+                    shared.start()
+                except Exception:  # reported by run_one below
+                    pass
+            r = run_one(target, scenario, variant, rep, shared)
+            runs.append(r)
+            print(f"[{n}/{len(jobs)} {time.monotonic() - t0:5.0f}s] {describe_run(r)}", flush=True)
+    finally:
+        if shared is not None:
+            shared.stop()
 
     data = {
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "config": {"argv": sys.argv[1:], "quick": args.quick, "reps": reps, "scenarios": scenarios,
-                   "targets": [t.label for t in usable], "fanout_window": FANOUT_WINDOW,
-                   "send_queue_size": SEND_QUEUE_SIZE, "plan": {s: plan[s] for s in scenarios}},
+        "config": {
+            "argv": sys.argv[1:],
+            "quick": args.quick,
+            "reps": reps,
+            "scenarios": scenarios,
+            "targets": [t.label for t in usable],
+            "fanout_window": FANOUT_WINDOW,
+            "send_queue_size": SEND_QUEUE_SIZE,
+            "plan": {s: plan[s] for s in scenarios},
+        },
         "machine": machine_info(),
         "skipped": skipped,
         "summary": summarize(runs),
@@ -916,10 +1286,16 @@ def describe_run(r: dict[str, Any]) -> str:
     if r.get("error"):
         return f"{head} FAILED: {r['error']}"
     bits = []
-    for key, label, digits in [("deliveries_per_s", "deliv/s", 0), ("round_trips_per_s", "rt/s", 0),
-                               ("connections_per_s", "conn/s", 0), ("rss_per_conn_kb", "KiB/conn", 1),
-                               ("p99_ms", "p99 ms", 1), ("server_cpu_pct", "srv%", 0),
-                               ("loadgen_cpu_pct", "gen%", 0), ("other_cpu_pct", "other%", 0)]:
+    for key, label, digits in [
+        ("deliveries_per_s", "deliv/s", 0),
+        ("round_trips_per_s", "rt/s", 0),
+        ("connections_per_s", "conn/s", 0),
+        ("rss_per_conn_kb", "KiB/conn", 1),
+        ("p99_ms", "p99 ms", 1),
+        ("server_cpu_pct", "srv%", 0),
+        ("loadgen_cpu_pct", "gen%", 0),
+        ("other_cpu_pct", "other%", 0),
+    ]:
         if r.get(key) is not None:
             bits.append(f"{label} {fmt(r[key], digits)}")
     if r.get("stuck_fate"):
