@@ -308,12 +308,21 @@ def setup(venv: Path) -> None:
 
 
 def ensure_venv(args: argparse.Namespace) -> None:
-    """Re-run this script under the bench venv's Python if we are not in it."""
-    venv_python = args.venv / "bin" / "python"
-    if Path(sys.prefix).resolve() == args.venv.resolve() or os.environ.get("BENCH_REEXEC"):
+    """Re-run this script under the bench venv's Python if this one lacks the peers."""
+    try:
+        import psutil  # noqa: F401
+        import uvicorn  # noqa: F401
+        import websockets  # noqa: F401
+    except ImportError:
+        pass
+    else:
         return
-    if not venv_python.exists():
-        sys.exit(f"no bench venv at {args.venv}: run `python {sys.argv[0]} --setup` first")
+    venv_python = args.venv / "bin" / "python"
+    if os.environ.get("BENCH_REEXEC") or not venv_python.exists():
+        sys.exit(
+            f"this Python lacks the bench's packages and there is no bench venv at {args.venv}:"
+            f" run `python {sys.argv[0]} --setup` first (or pass --venv)"
+        )
     os.environ["BENCH_REEXEC"] = "1"
     os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
