@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import types
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, ClassVar, Literal
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import (
     WebSocket,
@@ -101,7 +101,9 @@ class BaseWSEndpoint:
         json_loads: Decoder for `"json"` frames (stdlib `json.loads` by default).
         json_dumps: Encoder for JSON messages; may return `str` or UTF-8 `bytes`. JSON
             always goes out as a text frame.
-        task_group: The connection's task group while it runs, else `None`.
+        task_group: The connection's task group while it runs, else `None`: tasks
+            started with `self.task_group.start_soon(...)` end with the connection and
+            share its error boundary (see `ConnectionTaskGroup`).
         websocket: The connection's Starlette `WebSocket`.
     """
 
@@ -119,7 +121,8 @@ class BaseWSEndpoint:
     json_dumps: JsonDumps = staticmethod(dumps)
 
     websocket: WebSocket
-    task_group: TaskGroup | None
+    task_group: ConnectionTaskGroup | None
+    _tg: TaskGroup | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -165,6 +168,7 @@ class BaseWSEndpoint:
         self.receive = receive
         self.send = send
         self.task_group = None
+        self._tg = None
         self._accepted = False
         self._ending = False
         self._close_code: int | None = None
@@ -303,8 +307,8 @@ class BaseWSEndpoint:
             self._close_reason = _cut_reason(reason)
             self._send_close = send
         self._begin_ending()
-        if self.task_group is not None:
-            self.task_group.cancel_scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     def _begin_ending(self) -> None:
         """Called once, as soon as the connection is known to end (hook for rooms)."""
@@ -325,8 +329,7 @@ class BaseWSEndpoint:
             return
         try:
             async with anyio.create_task_group() as tg:
-                self.task_group = tg
-                self._on_task_group_started(tg)
+                self._started(tg)
                 if not self._ending:
                     try:
                         await self._receive_loop(websocket)
@@ -337,7 +340,7 @@ class BaseWSEndpoint:
             self._cancelled_from_outside()
             raise
         finally:
-            self.task_group = None
+            self._tg = self.task_group = None
             await self._finish(websocket)
 
     async def _enter(self, websocket: WebSocket) -> None:
@@ -362,8 +365,7 @@ class BaseWSEndpoint:
             return
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
-        self.task_group = task_group
-        self._on_task_group_started(task_group)
+        self._started(task_group)
         if self._ending:
             task_group.cancel_scope.cancel()
 
@@ -373,7 +375,7 @@ class BaseWSEndpoint:
         Expected endings (the client left, the connection was closed) are absorbed; an
         unexpected exception is logged and closes with 1011, as a handler's would.
         """
-        task_group = self.task_group
+        task_group = self._tg
         if task_group is None:  # refused at the handshake
             return isinstance(exc, _GONE)
         passed: BaseException | None = None
@@ -400,13 +402,25 @@ class BaseWSEndpoint:
             self._cancelled_from_outside()
             raise
         finally:
-            self.task_group = None
+            self._tg = self.task_group = None
             await self._finish(self.websocket)
         return suppress or bool(absorbed)
 
     async def _open(self, websocket: WebSocket) -> bool:
-        """Run `on_connect`; true when the connection is accepted and must be served."""
+        """Run `on_connect`; true when the connection is accepted and must be served.
+
+        A connection refused at the handshake gets no `on_disconnect`, but whatever it
+        did before the refusal (rooms joined before accept) is undone.
+        """
         self.websocket = websocket
+        if await self._handshake(websocket):
+            return True
+        self._begin_ending()
+        with anyio.CancelScope(shield=True):
+            await self._on_ended()
+        return False
+
+    async def _handshake(self, websocket: WebSocket) -> bool:
         try:
             await self.on_connect(websocket)
         except Exception as exc:
@@ -524,8 +538,28 @@ class BaseWSEndpoint:
             start_soon(run_task, str(self._task_count), data)
 
     def _task_group(self) -> TaskGroup:
-        assert self.task_group is not None
-        return self.task_group
+        assert self._tg is not None
+        return self._tg
+
+    def _started(self, task_group: TaskGroup) -> None:
+        """The connection's task group is open: expose it, start the connection's tasks."""
+        self._tg = task_group
+        self.task_group = ConnectionTaskGroup(self, task_group)
+        self._on_task_group_started(task_group)
+
+    async def _guarded(
+        self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], **kwargs: Any
+    ) -> None:
+        """Run a task started through `self.task_group` behind the connection's error
+        boundary: a client that left ends the connection quietly, any other exception is
+        logged and closes it with its code (SPEC §1.4), as a handler's would."""
+        try:
+            await func(*args, **kwargs)
+        except _GONE as exc:
+            self._client_left(getattr(exc, "code", CloseCode.ABNORMAL_CLOSURE))
+        except Exception as exc:
+            if not (self._ending and isinstance(exc, OSError)):
+                self._fail(exc, f"task {getattr(func, '__name__', func)!s}")
 
     def _reject(self, code: int, reason: str, size: int) -> None:
         logger.info(
@@ -605,3 +639,41 @@ class BaseWSEndpoint:
                     websocket.url.path,
                     self.exit_max_delay,
                 )
+
+
+class ConnectionTaskGroup:
+    """The connection's task group as user code sees it (`self.task_group`).
+
+    Tasks started through it run in the connection's anyio task group, so they end with
+    the connection, and behind its error boundary: a client that left ends the
+    connection quietly, any other exception is logged and closes the connection with
+    its code (1011 for an unexpected one), and none reaches the ASGI server.
+
+    Attributes:
+        cancel_scope: The task group's cancel scope (cancelling it ends the connection).
+    """
+
+    __slots__ = ("_endpoint", "_task_group", "cancel_scope")
+
+    def __init__(self, endpoint: BaseWSEndpoint, task_group: TaskGroup) -> None:
+        self._endpoint = endpoint
+        self._task_group = task_group
+        self.cancel_scope = task_group.cancel_scope
+
+    def start_soon(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Start `func(*args)` in the connection's task group."""
+        self._task_group.start_soon(
+            self._endpoint._guarded, func, args, name=name or getattr(func, "__name__", None)
+        )
+
+    async def start(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> Any:
+        """Start `func(*args, task_status=...)` and wait until it calls `task_status.started()`."""
+
+        async def run(*, task_status: TaskStatus[Any]) -> None:
+            await self._endpoint._guarded(func, args, task_status=task_status)
+
+        return await self._task_group.start(run, name=name or getattr(func, "__name__", None))

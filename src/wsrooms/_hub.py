@@ -106,8 +106,13 @@ class Hub:
         try:
             await self._backend.start(self._deliver, tg)
         except BaseException as exc:
+            # Close the group, then raise the backend's own error (not an ExceptionGroup);
+            # a cancellation must pass through the group's scope to be accounted for.
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            else:
+                await tg.__aexit__(None, None, None)
             raise
         self._task_group = tg
         self._running = True
