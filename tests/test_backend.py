@@ -145,18 +145,18 @@ async def test_subscribe_once_per_room_and_unsubscribe_when_empty() -> None:
     one, two = Conn(), Conn()
     async with hub:
         assert hub.backend is backend
-        await hub.join(one, "r")  # type: ignore[arg-type]
-        await hub.join(two, "r")  # type: ignore[arg-type]
+        await hub.join(one, "r")
+        await hub.join(two, "r")
         assert broker.log == [("subscribe", "r")]
-        await hub.leave(one, "r")  # type: ignore[arg-type]
+        await hub.leave(one, "r")
         assert backend.subscribed == {"r"}
-        await hub.remove(two)  # type: ignore[arg-type]
+        await hub.remove(two)
         assert backend.subscribed == set()
-        await hub.join(one, "x")  # type: ignore[arg-type]
-        await hub.leave_all(one)  # type: ignore[arg-type]
+        await hub.join(one, "x")
+        await hub.leave_all(one)
         assert broker.log[-1] == ("unsubscribe", "x")
         with pytest.raises(PermissionError):
-            await hub.join(one, "forbidden")  # type: ignore[arg-type]
+            await hub.join(one, "forbidden")
         assert hub.rooms() == frozenset()  # a failed subscription is rolled back
         with pytest.raises(RuntimeError, match="already running"):
             await hub.__aenter__()
@@ -169,7 +169,7 @@ async def test_hub_not_running_is_a_clear_error() -> None:
 
     hub = Hub(LoopbackBackend(LoopbackBroker()))
     with pytest.raises(HubNotRunning, match="async with hub"):
-        await hub.join(Conn(), "r")  # type: ignore[arg-type]
+        await hub.join(Conn(), "r")
     with pytest.raises(HubNotRunning):
         await hub.broadcast("r", "x")
 
@@ -196,7 +196,7 @@ async def test_push_delivers_locally_at_once_and_awaits_the_backend() -> None:
 
     local = Conn()
     async with hub:
-        await hub.join(local, "news")  # type: ignore[arg-type]
+        await hub.join(local, "news")
         pending = room.push({"n": 1})
         assert [e["text"] for e in local._outbox._queue] == ['{"n":1}']
         done = False
@@ -213,7 +213,7 @@ async def test_push_delivers_locally_at_once_and_awaits_the_backend() -> None:
             backend.gate.set()
         assert done
         room.push("not awaited")  # fine: no coroutine, nothing to warn about
-        await hub.leave(local, "news")  # type: ignore[arg-type]
+        await hub.leave(local, "news")
 
 
 def test_hub_backend_argument() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from starlette.types import Message
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from tests._fake import FakePeer, serving
 from wsrooms import BaseWSEndpoint, CloseCode, Hub, InvalidMessage, Room, RoomEndpoint
@@ -50,7 +50,7 @@ def test_plain_function_codec_is_not_bound_as_a_method() -> None:
     def dumps(obj: Any) -> str:
         return json.dumps(obj)
 
-    Codec = type("Codec", (BaseWSEndpoint,), {"json_dumps": dumps})
+    Codec: type[BaseWSEndpoint] = type("Codec", (BaseWSEndpoint,), {"json_dumps": dumps})
     assert Codec.json_dumps([1]) == "[1]"
 
 
@@ -113,7 +113,7 @@ async def test_failing_hooks_are_logged_and_teardown_completes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A failing exception hook closes 1011; failing unregister/on_disconnect are logged."""
-    endpoint = type("H", (Hooks,), {"events": []})
+    endpoint: type[Hooks] = type("H", (Hooks,), {"events": []})
     peer = FakePeer()
     async with serving(endpoint, peer):
         await peer.connect()
@@ -278,6 +278,7 @@ async def test_send_message_drops_are_counted_on_the_hub() -> None:
     async with AsyncExitStack() as stack:
         peer = await open_peer(Member, stack, StuckSend())
         (conn,) = Member.hub.members("m")
+        assert isinstance(conn, Member)
         await peer.send_text("flood")
         await anyio.wait_all_tasks_blocked()
         # No checkpoint between the five sends: two are queued, three dropped.
