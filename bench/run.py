@@ -16,6 +16,7 @@ message, or a run hits its deadline. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -336,10 +337,19 @@ def pinned(core: int, argv: list[str]) -> list[str]:
     return [taskset, "-c", str(core), *argv] if taskset else argv
 
 
-def pin_fallback(core: int):  # used when taskset is missing
+def child_setup(core: int) -> Any:
+    """For each child, before exec: die with the harness (PR_SET_PDEATHSIG), and pin
+    it to `core` when there is no `taskset`."""
+    has_taskset = shutil.which("taskset") is not None
+
     def fn() -> None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setaffinity(0, {core})
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if not has_taskset:
+            with contextlib.suppress(AttributeError, OSError):
+                os.sched_setaffinity(0, {core})
 
     return fn
 
@@ -448,6 +458,43 @@ def query_stats(port: int) -> dict[str, Any] | None:
         return {"error": repr(exc)}
 
 
+WSROOMS_SRC: Path | None = None  # a snapshot of src/ (--wsrooms-ref), else the installed one
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if WSROOMS_SRC is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(WSROOMS_SRC), env.get("PYTHONPATH", "")) if p
+        )
+    return env
+
+
+def git(*args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def snapshot_wsrooms(ref: str, into: Path) -> str:
+    """Extract src/wsrooms at git `ref` into `into` (read-only use of the repository), so
+    that a long run measures one version even while the working tree changes."""
+    sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    if not sha:
+        sys.exit(f"--wsrooms-ref {ref!r} is not a commit of {REPO}")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", sha, "src/wsrooms"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return sha
+
+
+def wsrooms_source(ref: str | None, sha: str | None) -> dict[str, Any]:
+    if sha:
+        return {"from": f"git {ref}", "commit": sha}
+    dirty = bool(git("status", "--porcelain", "--", "src/wsrooms"))
+    return {"from": "the working tree", "commit": git("rev-parse", "HEAD") or None, "dirty": dirty}
+
+
 class Server:
     """One target's server process, pinned to the server core; stopped by its PID."""
 
@@ -459,7 +506,8 @@ class Server:
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self) -> Server:
-        env = dict(os.environ, BENCH_SEND_QUEUE_SIZE=str(SEND_QUEUE_SIZE), PYTHONUNBUFFERED="1")
+        env = child_env()
+        env["BENCH_SEND_QUEUE_SIZE"] = str(SEND_QUEUE_SIZE)
         env.update(self.target.env)
         argv = [sys.executable, str(BENCH / "serve.py"), "--target", self.target.module]
         argv += ["--server", self.target.server, "--port", str(self.port)]
@@ -470,7 +518,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=None if shutil.which("taskset") else pin_fallback(SERVER_CORE),
+                preexec_fn=child_setup(SERVER_CORE),
             )
         wait_listening(self.port, self.proc, 20)
         return self
@@ -537,7 +585,7 @@ def run_one(
                 stderr=loadgen_log,
                 text=True,
                 bufsize=1,
-                preexec_fn=None if shutil.which("taskset") else pin_fallback(LOADGEN_CORE),
+                preexec_fn=child_setup(LOADGEN_CORE),
             )
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -878,6 +926,15 @@ def render_markdown(data: dict[str, Any]) -> str:
         " machine (other tenants, the harness).",
         "",
     ]
+    src = m.get("wsrooms_source") or {}
+    if src:
+        where = src["from"] + (f" at {src['commit'][:10]}" if src.get("commit") else "")
+        if src.get("dirty"):
+            where += " with uncommitted changes"
+        lines += [f"**wsrooms:** {m['packages'].get('wsrooms')}, from {where}.", ""]
+    if data.get("broken"):
+        broken = ", ".join(f"`{k}` ({v})" for k, v in data["broken"].items())
+        lines += [f"**Broken (import raised):** {broken}", ""]
     if data.get("skipped"):
         skipped = ", ".join(f"`{k}` ({v})" for k, v in data["skipped"].items())
         lines += [f"**Skipped (not importable):** {skipped}", ""]
@@ -1126,18 +1183,20 @@ def plot(data: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def importable(target: Target) -> tuple[bool, str]:
-    """Can the target's module be imported? (wsrooms targets wait for the library.)"""
+def importable(target: Target) -> tuple[str, str]:
+    """ "ok", "missing" (an ImportError: the library or a name in it is not there yet, so the
+    target is skipped) or "broken" (any other error at import: a failure)."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / "serve.py"), "--target", target.module, "--check"],
         capture_output=True,
         text=True,
         timeout=60,
+        env=child_env(),
     )
     if proc.returncode == 0:
-        return True, ""
+        return "ok", ""
     last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-    return False, last
+    return ("missing" if proc.returncode == 3 else "broken"), last
 
 
 def leftover_children() -> list[int]:
@@ -1168,8 +1227,14 @@ def main() -> int:
         help="fail when a target cannot be imported (instead of skipping it)",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    parser.add_argument(
+        "--wsrooms-ref",
+        default=None,
+        help="measure wsrooms as committed at this git ref (e.g. HEAD) instead of the"
+        " working tree, so that edits during a long run do not leak into it",
+    )
     args = parser.parse_args()
-    global RESULTS, RAW
+    global RESULTS, RAW, WSROOMS_SRC
 
     if args.setup:
         setup(args.venv)
@@ -1188,6 +1253,25 @@ def main() -> int:
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {LOADGEN_CORE})  # keep the harness off the server's core
 
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Explicit handlers: a background job may start with SIGINT ignored; either signal
+    # must unwind through the `finally` blocks that stop the children.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+
+    snapshot_sha = None
+    if args.wsrooms_ref:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="wsrooms-bench-src-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        snapshot_sha = snapshot_wsrooms(args.wsrooms_ref, tmp)
+        WSROOMS_SRC = tmp / "src"
+        print(f"wsrooms from git {args.wsrooms_ref} ({snapshot_sha[:10]}) at {WSROOMS_SRC}")
+    source = wsrooms_source(args.wsrooms_ref, snapshot_sha)
+
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     scenarios = [s for s in args.scenarios.split(",") if s]
     for s in scenarios:
@@ -1200,17 +1284,23 @@ def main() -> int:
     targets = [t for t in TARGETS if not wanted or t.label in wanted]
 
     skipped: dict[str, str] = {}
-    checked: dict[str, tuple[bool, str]] = {}
+    broken: dict[str, str] = {}
+    checked: dict[str, tuple[str, str]] = {}
     usable = []
     for t in targets:
         if t.module not in checked:
             checked[t.module] = importable(t)
-        ok, why = checked[t.module]
-        if ok:
+        state, why = checked[t.module]
+        if state == "ok":
             usable.append(t)
-        else:
+        elif state == "missing":
             skipped[t.label] = why
             print(f"skip {t.label}: {why}", flush=True)
+        else:
+            broken[t.label] = why
+            print(f"BROKEN {t.label}: {why}", flush=True)
+    machine = machine_info()
+    machine["wsrooms_source"] = source
     plan = scenario_plan(args.quick)
     runs: list[dict[str, Any]] = []
     jobs = [
@@ -1256,8 +1346,9 @@ def main() -> int:
             "send_queue_size": SEND_QUEUE_SIZE,
             "plan": {s: plan[s] for s in scenarios},
         },
-        "machine": machine_info(),
+        "machine": machine,
         "skipped": skipped,
+        "broken": broken,
         "summary": summarize(runs),
         "runs": runs,
     }
@@ -1278,6 +1369,9 @@ def main() -> int:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    if broken:
+        print(f"FAILED: targets that raise on import: {', '.join(broken)}")
+        return 1
     if args.require_all and skipped:
         print(f"FAILED: targets not importable: {', '.join(skipped)}")
         return 1
@@ -1315,4 +1409,8 @@ def describe_run(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc}); every child process was stopped", file=sys.stderr)
+        sys.exit(130)

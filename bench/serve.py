@@ -41,9 +41,14 @@ def main() -> int:
     sys.path.insert(0, HERE)
     raise_nofile()
     logging.basicConfig(level=logging.WARNING)
-    module = importlib.import_module(f"targets.{args.target}")
     if args.check:
+        try:
+            importlib.import_module(f"targets.{args.target}")
+        except ImportError as exc:  # the library (or a name in it) is not there: skip
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
         return 0
+    module = importlib.import_module(f"targets.{args.target}")
 
     if args.server == "native":
         module.main(args.host, args.port)
