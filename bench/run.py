@@ -39,7 +39,12 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
 RAW = RESULTS / "raw"  # server logs, git-ignored
-DEFAULT_VENV = Path(os.environ.get("BENCH_VENV", "/work/bench-venv"))
+VENV_CANDIDATES = [
+    Path(p) for p in (os.environ.get("BENCH_VENV"), BENCH / ".venv", "/work/bench-venv") if p
+]
+DEFAULT_VENV = next(
+    (p for p in VENV_CANDIDATES if (p / "bin" / "python").exists()), VENV_CANDIDATES[0]
+)
 SERVER_CORE = 0
 LOADGEN_CORE = 1
 HOST = "127.0.0.1"
@@ -298,14 +303,9 @@ def target_runs_scenario(target: Target, scenario: str) -> bool:
 
 
 def setup(venv: Path) -> None:
-    """Create (or refresh) the bench venv and install the Node.js client."""
-    python = shutil.which("python3.11") or sys.executable
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "-r", str(BENCH / "requirements.txt")], check=True)
-    subprocess.run([*pip, "-e", str(REPO)], check=False)  # wsrooms itself (may still be empty)
-    subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True)
+    """Create (or refresh) the bench venv and install the Node.js client (bench/setup.sh)."""
+    env = dict(os.environ, BENCH_VENV=str(venv))
+    subprocess.run(["bash", str(BENCH / "setup.sh")], check=True, env=env)
 
 
 def ensure_venv(args: argparse.Namespace) -> None:
