@@ -235,3 +235,49 @@ async def test_memory_hub_runs_as_a_context_manager_too() -> None:
         await hub.broadcast_all("nobody hears this")
         await hub.broadcast("empty-room", {"x": 1})
     assert hub.rooms() == frozenset()
+
+
+async def test_backend_failure_in_teardown_still_runs_on_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backend that fails to unsubscribe during teardown: logged; on_disconnect still runs."""
+    from contextlib import AsyncExitStack
+
+    class Flaky(LoopbackBackend):
+        async def unsubscribe(self, room: str) -> None:
+            raise ConnectionError("broker went away")
+
+    hub = Hub(Flaky(LoopbackBroker()))
+    codes: list[int] = []
+
+    class Member(RoomEndpoint):
+        async def on_connect(self, websocket: WebSocket) -> None:
+            await super().on_connect(websocket)
+            await self.join("r")
+
+        async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
+            codes.append(close_code)
+
+    endpoint = type("M", (Member,), {"hub": hub})
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(hub)
+        peer = await connected(endpoint, stack)
+        await peer.disconnect(1000)
+    assert codes == [1000]
+    assert any("cleanup of" in r.getMessage() for r in caplog.records)
+
+
+def test_memory_backend_is_a_no_op() -> None:
+    """The in-memory backend carries nothing: every operation completes doing nothing."""
+    backend = MemoryBackend()
+
+    async def use() -> None:
+        async with anyio.create_task_group() as tg:
+            await backend.start(lambda room, event: None, tg)
+        await backend.subscribe("r")
+        await backend.publish("r", {"type": "websocket.send", "text": "x"})
+        await backend.unsubscribe("r")
+        await backend.stop()
+
+    anyio.run(use)
+    assert backend.local_only

@@ -601,3 +601,50 @@ async def test_user_started_task_finding_the_client_gone_is_quiet(
     peer.close()
     assert codes == [1006]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_broadcast_with_exclude_counts_drops() -> None:
+    """Drops are counted on the hub also for a broadcast that excludes its sender."""
+    hub = Hub()
+
+    class Conn:
+        websocket = None
+
+        def __init__(self) -> None:
+            self._outbox = Outbox(1, "drop_newest", lambda: None)
+
+        def _request_close(self, code: int, reason: str, *, send: bool = True) -> None:
+            pass  # pragma: no cover
+
+    sender, member = Conn(), Conn()
+    await hub.join(sender, "r")  # type: ignore[arg-type]
+    await hub.join(member, "r")  # type: ignore[arg-type]
+    for i in range(3):
+        await hub.broadcast("r", str(i), exclude=(sender,))  # type: ignore[arg-type]
+    assert hub.dropped == 2
+    assert [e["text"] for e in member._outbox._queue] == ["0"]
+    assert len(sender._outbox) == 0
+
+
+async def test_base_exception_in_api2_block_propagates() -> None:
+    """A BaseException (not an Exception) leaves an API 2 block unchanged, after cleanup."""
+
+    class Stop(BaseException):
+        pass
+
+    room = Room()
+    peer = FakePeer()
+    websocket = WebSocket(peer.scope, peer.receive, peer.send)
+    await peer.connect()
+    try:
+        with pytest.raises(Stop):
+            async with room.connect(websocket):
+                raise Stop
+        assert room.connections == frozenset()
+        assert peer.sent[-1] == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "server shutting down",
+        }
+    finally:
+        peer.close()

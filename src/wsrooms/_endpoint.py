@@ -83,21 +83,22 @@ class BaseWSEndpoint:
     per connection. Override `_background_handler` (and, as needed, the other hooks).
 
     Attributes:
-        encoding: How received frames are decoded: `"json"` (text frames, and binary
-            frames holding UTF-8 JSON), `"text"`, `"bytes"`, or `None` for the raw ASGI
-            message. A frame of the wrong kind closes the connection with 1003.
-        max_tasks: Handler tasks that may run at once on one connection. At the limit the
-            receive loop stops reading until a task ends (TCP backpressure reaches the
-            client); no message is dropped.
-        max_message_size: Largest inbound message, in bytes for binary frames and in
-            characters for text frames; a larger one closes the connection with 1009.
-        exit_max_delay: Bound, in seconds, for each shielded `_unregister_background_task`
-            (and for `on_disconnect`); an overrun is logged at WARNING.
+        encoding: How received frames are decoded: `"json"` (default; text frames, and
+            binary frames holding UTF-8 JSON), `"text"`, `"bytes"`, or `None` for the raw
+            ASGI message. A frame of the wrong kind closes the connection with 1003.
+        max_tasks: Handler tasks that may run at once on one connection (default 32). At
+            the limit the receive loop stops reading until a task ends (TCP backpressure
+            reaches the client); no message is dropped.
+        max_message_size: Largest inbound message (default 1 MiB), in bytes for binary
+            frames and in characters for text frames; a larger one closes with 1009.
+        exit_max_delay: Bound in seconds (default 60) for each shielded
+            `_unregister_background_task`, and for the teardown hooks (`on_leave` of a
+            room endpoint, `on_disconnect`); an overrun is logged at WARNING.
         idle_timeout: Seconds without an inbound message before the connection is closed
-            with 1000 "idle timeout"; `None` waits forever.
-        subprotocols: Subprotocols the endpoint speaks. The first the client offers that is
-            in this list is chosen; if the endpoint lists some and the client offers none of
-            them, the handshake is refused (HTTP 403).
+            with 1000 "idle timeout"; `None` (default) waits forever.
+        subprotocols: Subprotocols the endpoint speaks (default none). The first the client
+            offers that is in this list is chosen; if the endpoint lists some and the
+            client offers none of them, the handshake is refused (HTTP 403).
         json_loads: Decoder for `"json"` frames (stdlib `json.loads` by default).
         json_dumps: Encoder for JSON messages; may return `str` or UTF-8 `bytes`. JSON
             always goes out as a text frame.
@@ -191,16 +192,18 @@ class BaseWSEndpoint:
     async def on_connect(self, websocket: WebSocket) -> None:
         """Run before the receive loop; the default accepts the connection.
 
-        Raising here, or returning without accepting, refuses the handshake (HTTP 403).
+        Before accept, raising here (or returning without accepting) refuses the handshake:
+        the client gets HTTP 403 and `on_disconnect` does not run. After accept, an
+        exception closes the connection with its code (SPEC §1.4) and `on_disconnect` runs.
         """
         await self.accept(websocket)
 
     async def accept(self, websocket: WebSocket) -> None:
         """Accept the connection, choosing a subprotocol (see `subprotocols`).
 
-        Raises:
-            The handshake is refused (HTTP 403) when the endpoint lists subprotocols and
-            the client offers none of them.
+        When the endpoint lists subprotocols and the client offers none of them, the
+        handshake is refused instead (HTTP 403, logged at INFO) and the rest of
+        `on_connect` does not run.
         """
         subprotocol = None
         if self.subprotocols:
@@ -379,7 +382,7 @@ class BaseWSEndpoint:
         if task_group is None:  # refused at the handshake
             return isinstance(exc, _GONE)
         passed: BaseException | None = None
-        suppress = False
+        suppress = reraise = False
         if exc is None:
             if not self._ending:  # the caller left the block with the client still there
                 self._request_close(CloseCode.NORMAL_CLOSURE, "")
@@ -391,8 +394,9 @@ class BaseWSEndpoint:
         elif isinstance(exc, Exception):
             self._fail(exc, "the connection's block")
             suppress = True
-        else:
-            passed = exc
+        else:  # KeyboardInterrupt and the like: clean up, then let it go on unchanged
+            self._request_close(CloseCode.GOING_AWAY, "server shutting down")
+            reraise = True
         task_group.cancel_scope.cancel()
         try:
             absorbed = await task_group.__aexit__(
@@ -404,7 +408,7 @@ class BaseWSEndpoint:
         finally:
             self._tg = self.task_group = None
             await self._finish(self.websocket)
-        return suppress or bool(absorbed)
+        return not reraise and (suppress or bool(absorbed))
 
     async def _open(self, websocket: WebSocket) -> bool:
         """Run `on_connect`; true when the connection is accepted and must be served.

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar, overload
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._codec import dumps, encode
-from ._hub import Hub, Pending
+from ._hub import Hub
 from ._membership import check_room
 from ._room_endpoint import RoomEndpoint
 
@@ -84,7 +84,7 @@ class BaseRoom:
         """The Starlette WebSockets of the connections in this room."""
         return frozenset(conn.websocket for conn in self.connections)
 
-    def push(self, message: Any) -> Pending:
+    def push(self, message: Any) -> Awaitable[None]:
         """Send `message` to every connection in the room, without blocking.
 
         `str` goes as a text frame, `bytes` as binary, anything else as JSON. Delivery to
@@ -290,6 +290,11 @@ class ConnectionsManager(Room):
     For example a read-write endpoint and a listen-only endpoint on one room: each is a
     `ConnectionsManager(room)` with its own decorators and `connect`, and handlers receive
     the managed `room` as their first argument.
+
+    Args:
+        room: The room whose membership (hub and name) this manager's connections join.
+        **options: Options of this manager's connections, as for `Room`; they are its own,
+            not inherited from `room`.
     """
 
     def __init__(self, room: Room, **options: Any) -> None:

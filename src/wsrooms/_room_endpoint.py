@@ -32,9 +32,10 @@ class RoomEndpoint(BaseWSEndpoint):
         hub: The `Hub` this class's connections live in. A direct subclass of
             `RoomEndpoint` gets a fresh in-memory hub unless it assigns one; subclasses of
             that class share it unless they assign their own.
-        send_queue_size: Messages the outbox holds before `slow_consumer` applies.
-        slow_consumer: `"disconnect"` (leave every room at once, end the tasks, close with
-            1008 "slow consumer"), `"drop_oldest"` or `"drop_newest"`.
+        send_queue_size: Messages the outbox holds before `slow_consumer` applies
+            (default 1024).
+        slow_consumer: `"disconnect"` (default: leave every room at once, end the tasks,
+            close with 1008 "slow consumer"), `"drop_oldest"` or `"drop_newest"`.
     """
 
     hub: ClassVar[Hub]
@@ -130,7 +131,13 @@ class RoomEndpoint(BaseWSEndpoint):
         await self.hub._publish(None, encode(message, self.json_dumps), ())
 
     async def send_message(self, message: Any) -> None:
-        """Queue `message` for this connection, in order with the broadcasts it receives."""
+        """Queue `message` for this connection, in order with the broadcasts it receives.
+
+        Returns once the message is queued, without waiting for the socket. If the outbox
+        is full, the `slow_consumer` policy applies: under `"disconnect"` this very
+        connection is closed with 1008; under the drop policies a message is dropped and
+        counted.
+        """
         if self._outbox.put(encode(message, self.json_dumps)):
             self.hub.dropped += 1
 

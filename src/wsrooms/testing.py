@@ -25,8 +25,9 @@ What the servers do on their own, worth knowing when a test asserts close codes:
 - **Shutdown with connections open.** uvicorn sends close 1012 (service restart) to every
   WebSocket, tells the app `websocket.disconnect` with code 1012 and waits up to
   `shutdown_timeout` for its tasks. hypercorn tells neither: it waits up to
-  `shutdown_timeout` and then cancels the app; the client then gets close 1011 on
-  asyncio, and on trio sees the TCP connection drop (1006).
+  `shutdown_timeout` and then cancels the app. A plain ASGI app's client then gets
+  close 1011 on asyncio and sees the TCP connection drop (1006) on trio; a wsrooms
+  endpoint catches the cancellation and closes with 1001 "server shutting down" itself.
 - **A client that closes** ([`WebSocketClient.close`][wsrooms.testing.WebSocketClient.close]):
   uvicorn hands the app `websocket.disconnect` with the client's code; hypercorn always
   says 1006, whatever code the client sent.
