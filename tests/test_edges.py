@@ -617,10 +617,10 @@ async def test_broadcast_with_exclude_counts_drops() -> None:
             pass  # pragma: no cover
 
     sender, member = Conn(), Conn()
-    await hub.join(sender, "r")  # type: ignore[arg-type]
-    await hub.join(member, "r")  # type: ignore[arg-type]
+    await hub.join(sender, "r")
+    await hub.join(member, "r")
     for i in range(3):
-        await hub.broadcast("r", str(i), exclude=(sender,))  # type: ignore[arg-type]
+        await hub.broadcast("r", str(i), exclude=(sender,))
     assert hub.dropped == 2
     assert [e["text"] for e in member._outbox._queue] == ["0"]
     assert len(sender._outbox) == 0
