@@ -263,7 +263,7 @@ class Member(RoomEndpoint):
         raise RuntimeError("on_leave failed")
 
 
-async def test_send_message_drops_are_counted_on_the_hub() -> None:
+async def test_send_message_drops_are_counted_on_the_hub(anyio_backend_name: str) -> None:
     """send_message under drop_newest counts what it drops on the connection and the hub."""
     from contextlib import AsyncExitStack
 
@@ -281,9 +281,12 @@ async def test_send_message_drops_are_counted_on_the_hub() -> None:
         assert isinstance(conn, Member)
         await peer.send_text("flood")
         await anyio.wait_all_tasks_blocked()
-        # No checkpoint between the five sends: two are queued, three dropped.
-        assert conn.dropped == 3
-        assert Member.hub.dropped - before == 3
+        # Five sends with no checkpoint between them and a queue of two. On asyncio the
+        # first is written directly (and blocks in the socket): two queued, two dropped.
+        # On trio the parked writer does not run before the handler yields: three dropped.
+        expected = 2 if anyio_backend_name == "asyncio" else 3
+        assert conn.dropped == expected
+        assert Member.hub.dropped - before == expected
         await peer.disconnect()
 
 

@@ -16,16 +16,33 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from wsrooms import Hub, RoomEndpoint
-from wsrooms.testing import connect, serve
+from wsrooms.testing import ServerName, connect, serve
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(
-    params=[pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")]
+    params=[
+        pytest.param(("asyncio", {}, "uvicorn"), id="asyncio-uvicorn"),
+        pytest.param(("asyncio", {}, "hypercorn"), id="asyncio-hypercorn"),
+        pytest.param(("trio", {}, "hypercorn"), id="trio-hypercorn"),
+    ]
 )
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+def backend_and_server(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], str]:
+    """uvicorn writes only to a writable socket; hypercorn writes, then waits to drain."""
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(
+    backend_and_server: tuple[str, dict[str, Any], str],
+) -> tuple[str, dict[str, Any]]:
+    return backend_and_server[0], backend_and_server[1]
+
+
+@pytest.fixture
+def server_name(backend_and_server: tuple[str, dict[str, Any], str]) -> ServerName:
+    return "uvicorn" if backend_and_server[2] == "uvicorn" else "hypercorn"
 
 
 class Fanout(RoomEndpoint):
@@ -51,10 +68,10 @@ MESSAGES = 2000
 PAYLOAD = "y" * 4000
 
 
-async def _fan_out_with_stuck_member(policy: str) -> type[Fanout]:
+async def _fan_out_with_stuck_member(server_name: ServerName, policy: str) -> type[Fanout]:
     cls: type[Fanout] = type("F", (Fanout,), {"hub": Hub(), "events": [], "slow_consumer": policy})
     app = Starlette(routes=[WebSocketRoute("/ws", cls)])
-    async with serve(app) as server, AsyncExitStack() as stack:
+    async with serve(app, server=server_name) as server, AsyncExitStack() as stack:
         # A small receive buffer, no compression, and nothing read: TCP backpressure
         # reaches the server after a few frames.
         stuck = await stack.enter_async_context(
@@ -96,15 +113,17 @@ async def _fan_out_with_stuck_member(policy: str) -> type[Fanout]:
     return cls
 
 
-async def test_stuck_member_does_not_delay_the_others_disconnect() -> None:
+async def test_stuck_member_does_not_delay_the_others_disconnect(
+    server_name: ServerName,
+) -> None:
     """Room of 20, one stops reading: the rest get all 2,000 in order; it is closed with 1008."""
-    cls = await _fan_out_with_stuck_member("disconnect")
+    cls = await _fan_out_with_stuck_member(server_name, "disconnect")
     assert ("stuck", 1008) in cls.events
     assert cls.hub.dropped == 0
 
 
-async def test_stuck_member_with_drop_policy_counts_drops() -> None:
+async def test_stuck_member_with_drop_policy_counts_drops(server_name: ServerName) -> None:
     """With drop_oldest the stuck member stays until it leaves; its drops are counted."""
-    cls = await _fan_out_with_stuck_member("drop_oldest")
+    cls = await _fan_out_with_stuck_member(server_name, "drop_oldest")
     assert cls.hub.dropped > 0
     assert ("stuck", 1008) not in cls.events

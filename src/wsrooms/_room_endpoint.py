@@ -165,12 +165,15 @@ class RoomEndpoint(BaseWSEndpoint):
 
     async def _write(self) -> None:
         try:
-            await self._outbox.run(self.send)
+            await self._outbox.run(self.send, self._send_failed)
         except Exception as exc:
-            # The writer sends only well-formed events: a failure means the socket is
-            # gone (OSError, or uvicorn's RuntimeError after it answered a close frame).
-            logger.debug("writer of %s stopped: %r", self.websocket.url.path, exc)
-            self._client_left(getattr(exc, "code", CloseCode.ABNORMAL_CLOSURE))
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: Exception) -> None:
+        # Only well-formed events are sent: a failure means the socket is gone (OSError,
+        # or uvicorn's RuntimeError after it answered a close frame).
+        logger.debug("send to %s failed: %r", self.websocket.url.path, exc)
+        self._client_left(getattr(exc, "code", CloseCode.ABNORMAL_CLOSURE))
 
     async def _flush(self) -> None:
         await self._outbox.flush(self.send)
