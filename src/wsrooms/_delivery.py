@@ -151,7 +151,8 @@ class Outbox:
 
     def _write_now(self, event: Message, wake: anyio.Event) -> None:
         """Run the send up to its first suspension; hand it to the writer if it suspends."""
-        assert self._send is not None and self._on_error is not None
+        assert self._send is not None
+        assert self._on_error is not None
         coro = self._send(event)
         try:
             awaited = coro.send(None)  # type: ignore[attr-defined]
