@@ -123,6 +123,7 @@ class BaseWSEndpoint:
 
     websocket: WebSocket
     task_group: ConnectionTaskGroup | None
+    _has_unregister: ClassVar[bool] = False
     _tg: TaskGroup | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -133,6 +134,11 @@ class BaseWSEndpoint:
             if isinstance(value, types.FunctionType):
                 setattr(cls, name, staticmethod(value))
         cls._check_options()
+        # The shielded, bounded unregister costs two cancel scopes and a timer per message:
+        # skip it for classes that keep the default (empty) hook.
+        cls._has_unregister = (
+            cls._unregister_background_task is not BaseWSEndpoint._unregister_background_task
+        )
 
     @classmethod
     def _check_options(cls) -> None:
@@ -596,23 +602,28 @@ class BaseWSEndpoint:
                     except Exception as hook_exc:
                         self._fail(hook_exc, "_handle_background_task_exception")
         finally:
-            try:
-                with anyio.move_on_after(self.exit_max_delay, shield=True) as scope:
-                    await self._unregister_background_task(task_id, websocket, result)
-                if scope.cancelled_caught:
-                    logger.warning(
-                        "unregister of task %s on %s ran past exit_max_delay (%ss)",
-                        task_id,
-                        websocket.url.path,
-                        self.exit_max_delay,
-                    )
-            except Exception:
-                logger.exception("unregister of task %s on %s failed", task_id, websocket.url.path)
+            if self._has_unregister:
+                await self._unregister(task_id, websocket, result)
             self._running -= 1
             event = self._slot_free
             if event is not None:
                 self._slot_free = None
                 event.set()
+
+    async def _unregister(self, task_id: str, websocket: WebSocket, result: Any) -> None:
+        """Run the unregister hook shielded from cancellation, within exit_max_delay."""
+        try:
+            with anyio.move_on_after(self.exit_max_delay, shield=True) as scope:
+                await self._unregister_background_task(task_id, websocket, result)
+            if scope.cancelled_caught:
+                logger.warning(
+                    "unregister of task %s on %s ran past exit_max_delay (%ss)",
+                    task_id,
+                    websocket.url.path,
+                    self.exit_max_delay,
+                )
+        except Exception:
+            logger.exception("unregister of task %s on %s failed", task_id, websocket.url.path)
 
     async def _finish(self, websocket: WebSocket) -> None:
         """Teardown after every task has ended: close frame, room cleanup, on_disconnect."""
