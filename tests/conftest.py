@@ -27,3 +27,21 @@ def test_client_factory(
     """Starlette's TestClient on the backend under test (as Starlette's own suite does)."""
     backend: Literal["asyncio", "trio"] = "trio" if anyio_backend_name == "trio" else "asyncio"
     return functools.partial(TestClient, backend=backend, backend_options=anyio_backend_options)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the combinations that cannot exist (uvicorn has no trio worker) instead of
+    reporting them as skipped."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        backend = params.get("anyio_backend", ("asyncio",))[0]
+        if params.get("server_name") == "uvicorn" and backend == "trio":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
