@@ -136,7 +136,11 @@ class _Connect:
     def __init__(self, room: Room, websocket: WebSocket, args: tuple[Any, ...]) -> None:
         self._room = room
         self._websocket = websocket
-        self._conn = room._connection_class(websocket.scope, websocket.receive, websocket.send)
+        # The outbox writes data frames with the raw ASGI `send` (as endpoint classes do):
+        # Starlette's state checks would run once per delivery and change nothing for a
+        # data frame. The close frame still goes through `websocket.close`.
+        send = getattr(websocket, "_send", websocket.send)
+        self._conn = room._connection_class(websocket.scope, websocket.receive, send)
         self._conn.args = args
 
     def __await__(self) -> Generator[Any, None, None]:
