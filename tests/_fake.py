@@ -18,7 +18,15 @@ WAIT = 5.0
 class FakePeer:
     """The client and server sides of one WebSocket, as ASGI `receive`/`send` callables."""
 
-    def __init__(self, path: str = "/ws", subprotocols: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        path: str = "/ws",
+        subprotocols: tuple[str, ...] = (),
+        *,
+        fail_on: str | None = None,
+    ) -> None:
+        """`fail_on`: an ASGI event type whose send raises OSError (the socket is gone)."""
+        self.fail_on = fail_on
         self.to_app, self._app_inbox = anyio.create_memory_object_stream[Message](100)
         self._app_outbox, self.from_app = anyio.create_memory_object_stream[Message](10_000)
         self.scope: dict[str, Any] = {
@@ -44,6 +52,8 @@ class FakePeer:
         return await self._app_inbox.receive()
 
     async def send(self, message: Message) -> None:
+        if message["type"] == self.fail_on:
+            raise OSError("connection reset by peer")
         self.sent.append(message)
         if self.on_send is not None:
             self.on_send(message)

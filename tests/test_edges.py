@@ -157,19 +157,11 @@ async def test_close_frame_send_failure_is_absorbed() -> None:
         async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
             codes.append(close_code)
 
-    peer = FakePeer()
-
-    async def send(message: Message) -> None:
-        if message["type"] == "websocket.close":
-            raise OSError("reset")
-        await FakePeer.send(peer, message)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(Closer(peer.scope, peer.receive, send).dispatch)
+    peer = FakePeer(fail_on="websocket.close")
+    async with serving(Closer, peer):
         await peer.connect()
         await peer.expect_accept()
         await peer.send_json(1)
-    peer.close()
     assert codes == [4001]
 
 
@@ -589,19 +581,11 @@ async def test_user_started_task_finding_the_client_gone_is_quiet(
         async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
             codes.append(close_code)
 
-    peer = FakePeer()
-
-    async def send(message: Message) -> None:
-        if message["type"] == "websocket.send":
-            raise OSError("reset by peer")
-        await FakePeer.send(peer, message)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(Pusher(peer.scope, peer.receive, send).dispatch)
+    peer = FakePeer(fail_on="websocket.send")
+    async with serving(Pusher, peer):
         await peer.connect()
         await peer.expect_accept()
         await peer.send_json(1)
-    peer.close()
     assert codes == [1006]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -36,6 +36,13 @@ class Recorder(BaseWSEndpoint):
         self.events.append(("disconnect", close_code))
 
 
+class Forever(Recorder):
+    """Every message starts a task that runs until it is cancelled."""
+
+    async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
+        await anyio.sleep_forever()
+
+
 def make(base: type[Recorder] = Recorder, **attrs: Any) -> type[Recorder]:
     attrs.setdefault("events", [])
     return type("Endpoint", (base,), attrs)
@@ -182,12 +189,12 @@ async def test_close_frame_follows_every_unregister() -> None:
 async def test_infinite_tasks_cancelled_on_client_close_and_unregistered() -> None:
     """On client close every infinite task is cancelled, unregistered, then on_disconnect."""
 
-    class Forever(Recorder):
+    class Announcing(Forever):
         async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
             await websocket.send_json(f"started {task_id}")
-            await anyio.sleep_forever()
+            await super()._background_handler(task_id, websocket, data)
 
-    endpoint = make(Forever)
+    endpoint = make(Announcing)
     peer = FakePeer()
     async with serving(endpoint, peer):
         await peer.connect()
@@ -430,10 +437,6 @@ async def test_unregister_past_exit_max_delay_is_logged_and_error_still_closes(
 async def test_client_vanishing_cancels_tasks_and_runs_on_disconnect() -> None:
     """A client that vanishes (1006, no close frame): tasks cancelled, on_disconnect(1006)."""
 
-    class Forever(Recorder):
-        async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
-            await anyio.sleep_forever()
-
     endpoint = make(Forever)
     peer = FakePeer()
     async with serving(endpoint, peer):
@@ -652,10 +655,6 @@ async def test_json_codec_is_pluggable_and_bytes_dumps_go_as_text() -> None:
 async def test_server_cancellation_closes_1001_and_runs_on_disconnect() -> None:
     """When the server cancels the app (shutdown), wsrooms closes with 1001 and cleans up."""
 
-    class Forever(Recorder):
-        async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
-            await anyio.sleep_forever()
-
     endpoint = make(Forever)
     peer = FakePeer()
     async with anyio.create_task_group() as tg:
@@ -686,23 +685,11 @@ async def test_send_after_client_left_ends_quietly(caplog: pytest.LogCaptureFixt
             await self.send_message("x")
 
     endpoint = make(Gone)
-    peer = FakePeer()
-
-    async def failing_send(message: Message) -> None:
-        if message["type"] == "websocket.send":
-            raise OSError("connection reset")
-        await FakePeer.send(peer, message)
-
-    async with anyio.create_task_group() as tg:
-
-        async def run() -> None:
-            await endpoint(peer.scope, peer.receive, failing_send)
-
-        tg.start_soon(run)
+    peer = FakePeer(fail_on="websocket.send")
+    async with serving(endpoint, peer):
         await peer.connect()
         await peer.expect_accept()
         await peer.send_json(1)
-    peer.close()
     assert endpoint.events[-1] == ("disconnect", 1006)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
