@@ -320,7 +320,8 @@ class BaseWSEndpoint:
             self._tg.cancel_scope.cancel()
 
     def _begin_ending(self) -> None:
-        """Called once, as soon as the connection is known to end (hook for rooms)."""
+        """Called as soon as the connection is known to end, and again on each later close
+        request (hook for rooms; `self._ending` tells a repeat)."""
         self._ending = True
 
     def _on_task_group_started(self, task_group: TaskGroup) -> None:
