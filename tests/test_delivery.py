@@ -35,9 +35,58 @@ class Socket:
         self.written.append(message["text"])
 
 
-async def start_writer(tg: Any, outbox: Outbox, socket: Socket) -> None:
-    tg.start_soon(outbox.run, socket.send, socket.errors.append)
-    await anyio.wait_all_tasks_blocked()  # the writer is parked
+async def start_writer(tg: Any, outbox: Outbox, socket: Socket) -> list[int]:
+    """Attach the outbox as a connection does; returns a list counting writer starts."""
+    starts: list[int] = []
+
+    async def writer() -> None:
+        try:
+            await outbox.run()
+        except OSError as exc:  # the writer's own send failed (the endpoint reports it)
+            socket.errors.append(exc)
+
+    def start() -> None:
+        starts.append(1)
+        tg.start_soon(writer)
+
+    outbox.attach(socket.send, socket.errors.append, start)
+    await anyio.wait_all_tasks_blocked()
+    return starts
+
+
+async def test_writer_task_starts_only_when_needed(anyio_backend_name: str) -> None:
+    """An idle connection has no writer task; one starts when an event must wait or queue."""
+    outbox = Outbox(10, "disconnect", lambda: None)
+    socket = Socket()
+    async with anyio.create_task_group() as tg:
+        starts = await start_writer(tg, outbox, socket)
+        assert starts == []
+        outbox.put(event("a"))
+        await anyio.wait_all_tasks_blocked()
+        # asyncio: written directly, still no task; trio: the writer started for it.
+        assert starts == ([] if anyio_backend_name == "asyncio" else [1])
+        socket.open = anyio.Event()  # the socket backs up
+        outbox.put(event("b"))
+        outbox.put(event("c"))
+        await anyio.wait_all_tasks_blocked()
+        assert starts == [1]  # started once, and only once
+        socket.open.set()
+        await anyio.wait_all_tasks_blocked()
+        assert socket.written == ["a", "b", "c"]
+        tg.cancel_scope.cancel()
+
+
+async def test_events_queued_before_attach_start_the_writer() -> None:
+    """Events put before the connection runs (joined before accept) go out once attached."""
+    outbox = Outbox(10, "disconnect", lambda: None)
+    socket = Socket()
+    outbox.put(event("early"))
+    assert socket.written == []
+    async with anyio.create_task_group() as tg:
+        starts = await start_writer(tg, outbox, socket)
+        assert starts == [1]
+        assert socket.written == ["early"]
+        tg.cancel_scope.cancel()
 
 
 async def test_direct_write_on_asyncio_queue_on_trio(anyio_backend_name: str) -> None:
@@ -84,15 +133,7 @@ async def test_failed_send_reports_the_error_instead_of_raising() -> None:
     socket = Socket()
     socket.fail = OSError("connection reset")
     async with anyio.create_task_group() as tg:
-
-        async def writer() -> None:
-            try:
-                await outbox.run(socket.send, socket.errors.append)
-            except OSError as exc:  # trio: the writer's own send raises
-                socket.errors.append(exc)
-
-        tg.start_soon(writer)
-        await anyio.wait_all_tasks_blocked()
+        await start_writer(tg, outbox, socket)
         outbox.put(event("x"))  # does not raise
         await anyio.wait_all_tasks_blocked()
         assert [type(e) for e in socket.errors] == [OSError]

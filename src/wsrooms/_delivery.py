@@ -1,19 +1,21 @@
 """One bounded outbox per connection, drained by a writer task in the connection's group.
 
 A broadcast calls `Outbox.put` for every member; `put` never waits, so no member's socket
-can hold a broadcast up. The writer task drains every queued event per wake-up. When the
-queue is full the connection's `slow_consumer` policy applies.
+can hold a broadcast up. The writer task drains every queued event per wake-up; it is
+started the first time it is needed, so an idle connection costs no task. When the queue
+is full the connection's `slow_consumer` policy applies.
 
 The direct write (asyncio). A task switch per member per broadcast costs more than the
 send itself (about 18 µs against 0.25 µs for a sequential `await send()` on this
 machine's uvloop), so on asyncio `put` first tries to write at once: when the writer is
-parked with nothing queued, it starts the ASGI `send` coroutine itself and runs it up to
-its first suspension. ASGI servers complete a send without suspending when the socket can
-take the frame (uvicorn awaits only a set `writable` event), so the frame is written with
-no task switch. If the coroutine does suspend (the socket is backed up), `put` does not
-wait: the half-run coroutine is handed to the writer task, which drives it to completion
-by forwarding whatever it awaits, so the frame is written exactly once and in order, and
-the broadcaster moves on. Later events queue behind it as usual.
+idle (not started, or parked) with nothing queued, it starts the ASGI `send` coroutine
+itself and runs it up to its first suspension. ASGI servers complete a send without
+suspending when the socket can take the frame (uvicorn awaits only a set `writable`
+event), so the frame is written with no task switch. If the coroutine does suspend (the
+socket is backed up), `put` does not wait: the half-run coroutine is handed to the writer
+task, which drives it to completion by forwarding whatever it awaits, so the frame is
+written exactly once and in order, and the broadcaster moves on. Later events queue
+behind it as usual.
 
 This is only done on asyncio, where a suspended coroutine awaits a plain future that any
 task may wait on. trio's suspension points belong to the task that reached them, so on
@@ -39,6 +41,9 @@ SLOW_CONSUMER_POLICIES: tuple[SlowConsumerPolicy, ...] = (
 )
 
 Send = Callable[[Message], Awaitable[None]]
+
+# The writer task's states.
+_ABSENT, _PARKED, _BUSY = 0, 1, 2
 
 
 def direct_writes_possible() -> bool:
@@ -99,7 +104,9 @@ class Outbox:
         "_policy",
         "_queue",
         "_send",
+        "_start",
         "_wake",
+        "_writer",
         "dropped",
     )
 
@@ -116,6 +123,8 @@ class Outbox:
         self._pending: tuple[Coroutine[Any, Any, Any], Any, Message] | None = None
         self._send: Send | None = None
         self._on_error: Callable[[Exception], None] | None = None
+        self._start: Callable[[], object] | None = None
+        self._writer = _ABSENT
         self._direct = False
         self._closed = False
         self.dropped = 0
@@ -123,12 +132,30 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def attach(
+        self, send: Send, on_error: Callable[[Exception], None], start: Callable[[], object]
+    ) -> None:
+        """Connect the outbox to its socket once the connection runs.
+
+        Args:
+            send: The connection's ASGI `send`.
+            on_error: Called, instead of raising, when a direct write fails.
+            start: Starts `run` as the writer task in the connection's task group. The
+                writer is started only when first needed (an event queued, or a direct
+                write that has to wait), so an idle connection costs no task.
+        """
+        self._send = send
+        self._on_error = on_error
+        self._start = start
+        self._direct = not self._closed and direct_writes_possible()
+        if self._queue:
+            self._kick()
+
     def put(self, event: Message) -> bool:
         """Queue (or write at once) one event without waiting; true if one was dropped."""
         queue = self._queue
-        wake = self._wake
-        if wake is not None and self._direct and not queue:
-            self._write_now(event, wake)
+        if self._writer != _BUSY and self._direct and not queue:
+            self._write_now(event)
             return False
         if len(queue) >= self._maxsize:
             if self._closed:
@@ -144,12 +171,23 @@ class Outbox:
             queue.append(event)
             return True
         queue.append(event)
-        if wake is not None:
-            self._wake = None
-            wake.set()
+        if self._writer != _BUSY:
+            self._kick()
         return False
 
-    def _write_now(self, event: Message, wake: anyio.Event) -> None:
+    def _kick(self) -> None:
+        """Get the writer going: start it, or wake it where it is parked."""
+        if self._writer == _PARKED:
+            wake = self._wake
+            assert wake is not None
+            self._wake = None
+            self._writer = _BUSY
+            wake.set()
+        elif self._start is not None:
+            self._writer = _BUSY
+            self._start()
+
+    def _write_now(self, event: Message) -> None:
         """Run the send up to its first suspension; hand it to the writer if it suspends."""
         assert self._send is not None
         assert self._on_error is not None
@@ -162,8 +200,7 @@ class Outbox:
             self._on_error(exc)  # the socket is gone
             return
         self._pending = (coro, awaited, event)  # type: ignore[assignment]
-        self._wake = None
-        wake.set()
+        self._kick()
 
     def close(self) -> None:
         """Discard what is queued and accept nothing more."""
@@ -176,14 +213,10 @@ class Outbox:
         if pending is not None:
             pending[0].close()
 
-    async def run(self, send: Send, on_error: Callable[[Exception], None]) -> None:
-        """Write queued events with `send` until cancelled (the writer task's body).
-
-        `on_error` is called, instead of raising, when a direct write in `put` fails.
-        """
-        self._send = send
-        self._on_error = on_error
-        self._direct = not self._closed and direct_writes_possible()
+    async def run(self) -> None:
+        """Write what is handed over and queued, until cancelled (the writer task's body)."""
+        send = self._send
+        assert send is not None
         queue = self._queue
         popleft = queue.popleft
         try:
@@ -196,10 +229,14 @@ class Outbox:
                     await send(event)
                     self._inflight = None
                 wake = self._wake = anyio.Event()
+                self._writer = _PARKED
                 await wake.wait()
         finally:
+            # The connection is ending: no direct writes and no new writer from now on.
             self._direct = False
+            self._start = None
             self._wake = None
+            self._writer = _ABSENT
 
     async def _finish_pending(self) -> None:
         pending = self._pending

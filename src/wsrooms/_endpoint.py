@@ -123,6 +123,7 @@ class BaseWSEndpoint:
 
     websocket: WebSocket
     task_group: ConnectionTaskGroup | None
+    _has_register: ClassVar[bool] = False
     _has_unregister: ClassVar[bool] = False
     _tg: TaskGroup | None
 
@@ -134,10 +135,13 @@ class BaseWSEndpoint:
             if isinstance(value, types.FunctionType):
                 setattr(cls, name, staticmethod(value))
         cls._check_options()
-        # The shielded, bounded unregister costs two cancel scopes and a timer per message:
-        # skip it for classes that keep the default (empty) hook.
+        # Per-message costs saved for classes that keep the default (empty) hooks: the
+        # shielded, bounded unregister alone is two cancel scopes and a timer per message.
         cls._has_unregister = (
             cls._unregister_background_task is not BaseWSEndpoint._unregister_background_task
+        )
+        cls._has_register = (
+            cls._register_background_task is not BaseWSEndpoint._register_background_task
         )
 
     @classmethod
@@ -546,7 +550,8 @@ class BaseWSEndpoint:
                     data = message
             self._task_count += 1
             self._running += 1
-            start_soon(run_task, str(self._task_count), data)
+            task_id = str(self._task_count)
+            start_soon(run_task, task_id, data, name=task_id)
 
     def _task_group(self) -> TaskGroup:
         assert self._tg is not None
@@ -589,7 +594,8 @@ class BaseWSEndpoint:
         result = None
         try:
             try:
-                await self._register_background_task(task_id, websocket, data)
+                if self._has_register:
+                    await self._register_background_task(task_id, websocket, data)
                 result = await self._background_handler(task_id, websocket, data)
             except _GONE as exc:
                 # A send found the client gone: not a bug of the handler.

@@ -131,10 +131,9 @@ class _RoomConnection(RoomEndpoint):
 class _Connect:
     """What `Room.connect` returns: await it (API 1) or `async with` it (API 2)."""
 
-    __slots__ = ("_conn", "_room", "_websocket")
+    __slots__ = ("_conn", "_websocket")
 
     def __init__(self, room: Room, websocket: WebSocket, args: tuple[Any, ...]) -> None:
-        self._room = room
         self._websocket = websocket
         # The outbox writes data frames with the raw ASGI `send` (as endpoint classes do):
         # Starlette's state checks would run once per delivery and change nothing for a

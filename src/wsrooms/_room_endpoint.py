@@ -161,11 +161,13 @@ class RoomEndpoint(BaseWSEndpoint):
 
     def _on_task_group_started(self, task_group: TaskGroup) -> None:
         self.hub.add(self)
-        task_group.start_soon(self._write)
+        self._outbox.attach(
+            self.send, self._send_failed, lambda: task_group.start_soon(self._write)
+        )
 
     async def _write(self) -> None:
         try:
-            await self._outbox.run(self.send, self._send_failed)
+            await self._outbox.run()
         except Exception as exc:
             self._send_failed(exc)
 
