@@ -485,7 +485,7 @@ async function fanout() {
     await sleep(20);
   }
   if (warmSeen < N) throw new Error(`only ${warmSeen} of ${N} subscribers got the warm-up`);
-  await sleep(300);
+  await sleep(cfg.warmSettleMs || 300); // trailing warm-up messages
   for (const s of stuckClients) s.pause();
 
   await mark('start');
@@ -676,7 +676,7 @@ async function echo() {
     }
   };
 
-  await Promise.all(clients.map((c) => loop(c, 20, now() + 5000))); // warm-up
+  await Promise.all(clients.map((c) => loop(c, cfg.warmRoundTrips || 20, now() + 5000))); // warm-up
   await mark('start');
   measuring = true;
   const t0 = now();

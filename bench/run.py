@@ -181,6 +181,7 @@ def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
             "fanout": [
                 dict(
                     variant="N=20",
+                    warmSettleMs=100,
                     subscribers=20,
                     messages=300,
                     window=FANOUT_WINDOW,
@@ -191,6 +192,7 @@ def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
             "slow": [
                 dict(
                     variant="one stuck member",
+                    warmSettleMs=100,
                     subscribers=20,
                     exclude=1,
                     stuck=True,
@@ -212,12 +214,14 @@ def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
                     pauseMs=200,
                 )
             ],
-            "echo": [dict(variant="10 clients", clients=10, size=100, duration=1)],
+            "echo": [
+                dict(variant="10 clients", clients=10, size=100, duration=1, warmRoundTrips=5)
+            ],
             "churn": [
                 dict(
-                    variant="300 cycles",
-                    cycles=300,
-                    warmCycles=100,
+                    variant="200 cycles",
+                    cycles=200,
+                    warmCycles=50,
                     concurrency=50,
                     rooms=10,
                     duration=20,
