@@ -470,9 +470,13 @@ async function fanout() {
 
   const openedAt = now();
   await pool(N, 100, async (i) => {
-    const client = await openRawClient('sub', room, makeHandler(i));
-    if (stuck && i < exclude) stuckClients.push(client);
-    else subs.push(client);
+    if (stuck && i < exclude) {
+      stuckClients.push(await openRawClient('sub', room, makeHandler(i)));
+    } else {
+      // --member-client ws: the npm `ws` client instead (to compare the generator's cost)
+      const open = cfg.memberClient === 'ws' ? openClient : openRawClient;
+      subs.push(await open('sub', room, makeHandler(i)));
+    }
   });
   const pub = await openClient('pub', room, null);
   const openSeconds = (now() - openedAt) / 1000;

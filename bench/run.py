@@ -1232,6 +1232,13 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
     parser.add_argument(
+        "--member-client",
+        choices=["raw", "ws"],
+        default="raw",
+        help="client of the fan-out members: the lean raw-socket reader (default) or the npm"
+        " `ws` client, to check that the load generator does not set the pace",
+    )
+    parser.add_argument(
         "--wsrooms-ref",
         default=None,
         help="measure wsrooms as committed at this git ref (e.g. HEAD) instead of the"
@@ -1306,6 +1313,10 @@ def main() -> int:
     machine = machine_info()
     machine["wsrooms_source"] = source
     plan = scenario_plan(args.quick)
+    if args.member_client != "raw":
+        for variants in plan.values():
+            for variant in variants:
+                variant["memberClient"] = args.member_client
     runs: list[dict[str, Any]] = []
     jobs = [
         (rep, scenario, variant, target)
