@@ -1230,7 +1230,14 @@ def main() -> int:
         action="store_true",
         help="fail when a target cannot be imported (instead of skipping it)",
     )
-    parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: bench/results for a full run of every scenario and"
+        " target, bench/results/partial for --quick or a subset, so that a smoke or partial"
+        " run never overwrites the committed results)",
+    )
     parser.add_argument(
         "--member-client",
         choices=["raw", "ws"],
@@ -1257,7 +1264,13 @@ def main() -> int:
             "node client missing: run `npm ci --prefix bench` (or `python bench/run.py --setup`)"
         )
 
-    RESULTS = args.out
+    full_run = (
+        not args.quick
+        and args.member_client == "raw"
+        and set(args.scenarios.split(",")) >= set(SCENARIOS)
+        and not args.targets
+    )
+    RESULTS = args.out or (BENCH / "results" if full_run else BENCH / "results" / "partial")
     RAW = RESULTS / "raw"
     RESULTS.mkdir(parents=True, exist_ok=True)
     raise_nofile()
