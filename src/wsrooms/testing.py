@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus as _WSInvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -694,14 +695,8 @@ def _clients_of(host: str, port: int) -> list[WebSocketClient]:
 
 
 def _loop_identity() -> object:
-    """Return an object that identifies the running event loop."""
-    trio = sys.modules.get("trio")
-    if _trio_running():
-        assert trio is not None
-        return trio.lowlevel.current_root_task()
-    import asyncio
-
-    return asyncio.get_running_loop()
+    """Return an object that identifies the running event loop (asyncio or trio)."""
+    return anyio.lowlevel.current_token().native_token
 
 
 def _trio_running() -> bool:
