@@ -38,7 +38,7 @@ class LoopbackBackend(Backend):
         self.subscribed: set[str] = set()
         self.gate: anyio.Event | None = None  # when set, publish waits for it
 
-    async def start(self, deliver: Deliver, task_group: TaskGroup) -> None:
+    async def start(self, deliver: Deliver, task_group: TaskGroup, state_changed: Any) -> None:
         if self.fail_start:
             raise ConnectionError("broker unreachable")
         self.deliver = deliver
@@ -273,7 +273,7 @@ def test_memory_backend_is_a_no_op() -> None:
 
     async def use() -> None:
         async with anyio.create_task_group() as tg:
-            await backend.start(lambda room, event: None, tg)
+            await backend.start(lambda room, event: None, tg, lambda connected: None)
         await backend.subscribe("r")
         await backend.publish("r", {"type": "websocket.send", "text": "x"})
         await backend.unsubscribe("r")

@@ -104,7 +104,7 @@ class Hub:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            await self._backend.start(self._deliver, tg)
+            await self._backend.start(self._deliver, tg, lambda connected: None)
         except BaseException as exc:
             # Close the group, then raise the backend's own error (not an ExceptionGroup);
             # a cancellation must pass through the group's scope to be accounted for.

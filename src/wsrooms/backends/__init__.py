@@ -7,6 +7,7 @@ back to the hub. The in-memory backend is the default: one process, nothing to c
 
 from ._base import Backend as Backend
 from ._base import Deliver as Deliver
+from ._base import StateChanged as StateChanged
 from .memory import MemoryBackend as MemoryBackend
 
-__all__ = ["Backend", "Deliver", "MemoryBackend"]
+__all__ = ["Backend", "Deliver", "MemoryBackend", "StateChanged"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from anyio.abc import TaskGroup
 from starlette.types import Message
 
-from ._base import Backend, Deliver
+from ._base import Backend, Deliver, StateChanged
 
 __all__ = ["MemoryBackend"]
 
@@ -15,7 +15,9 @@ class MemoryBackend(Backend):
 
     local_only = True
 
-    async def start(self, deliver: Deliver, task_group: TaskGroup) -> None:
+    async def start(
+        self, deliver: Deliver, task_group: TaskGroup, state_changed: StateChanged
+    ) -> None:
         pass
 
     async def stop(self) -> None:
