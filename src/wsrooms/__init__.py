@@ -8,6 +8,7 @@ from ._endpoint import BaseWSEndpoint as BaseWSEndpoint
 from ._exceptions import CloseCode as CloseCode
 from ._exceptions import HubNotRunning as HubNotRunning
 from ._exceptions import InvalidMessage as InvalidMessage
+from ._exceptions import InvalidRoomName as InvalidRoomName
 from ._exceptions import JoinRefused as JoinRefused
 from ._exceptions import WsroomsError as WsroomsError
 from ._hub import Hub as Hub
@@ -26,6 +27,7 @@ __all__ = [
     "Hub",
     "HubNotRunning",
     "InvalidMessage",
+    "InvalidRoomName",
     "JoinRefused",
     "Room",
     "RoomEndpoint",
