@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import pytest
 from examples import chat
@@ -47,7 +49,9 @@ else:
     pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
-def talk_in_the_browser(base_url: str, profile: Path, screenshot: Path) -> None:
+def talk_in_the_browser(
+    base_url: str, profile: Path, screenshot: Path, restart: Callable[[str], None]
+) -> None:
     """Two pages in room A and one in room B: what one A page says, only A pages see."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -93,19 +97,37 @@ def talk_in_the_browser(base_url: str, profile: Path, screenshot: Path) -> None:
             expect(ann.locator("#log p").last).to_have_text("bob left (1 here)")
             expect(cat.locator("#log")).not_to_contain_text("left")
             ann.screenshot(path=str(screenshot))
+
+            # The server ends ann's connection as a restart would (1012): the page
+            # reconnects by itself, rejoins room A, and talks again.
+            restart("ann")
+            expect(ann.locator("#log p").last).to_have_text("ann joined (1 here)")
+            expect(ann.locator("#status")).to_have_text("connected as ann")
+            say(ann, "back again")
+            expect(ann.locator("#log p").last).to_have_text("ann: back again")
+            expect(cat.locator("#log")).not_to_contain_text("back again")
         finally:
             browser.close()
 
 
 async def test_chat_in_chromium(tmp_path: Path) -> None:
-    """Two pages in room A and one in B: messages reach exactly their room, and a page
-    that closes is announced to the rest of its room (uvicorn on asyncio, hypercorn on
-    trio)."""
+    """Two pages in room A and one in B: messages reach exactly their room, a page that
+    closes is announced to the rest of its room, and a page whose connection the server
+    ends reconnects by itself (uvicorn on asyncio, hypercorn on trio)."""
     screenshot = tmp_path / "chat.png"
     async with serve(chat.app, lifespan=True) as server:
         base_url = f"http://{server.host}:{server.port}"
+
+        async def close_with_1012(name: str) -> None:
+            for connection in chat.hub.members("A"):
+                if isinstance(connection, chat.Chat) and connection.name() == name:
+                    await connection.close(1012, "service restart")
+
+        def restart(name: str) -> None:  # called from the browser's thread
+            anyio.from_thread.run(close_with_1012, name)
+
         await anyio.to_thread.run_sync(
-            talk_in_the_browser, base_url, tmp_path / "profile", screenshot
+            talk_in_the_browser, base_url, tmp_path / "profile", screenshot, restart
         )
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     if os.environ.get("WSROOMS_UPDATE_SCREENSHOT") == "1":

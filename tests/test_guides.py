@@ -107,6 +107,23 @@ async def test_broadcast_from_http_routes_and_to_one_user() -> None:
             assert await recv_json(ws) == {"news": "hello"}
 
 
+async def test_log_out_closes_every_socket_of_the_user() -> None:
+    """POST /users/ann/logout closes ann's sockets with 4001 and leaves bob's open."""
+    async with (
+        serve(outside.app, lifespan=True) as server,
+        server.connect("/ws?user=ann") as ann,
+        server.connect("/ws?user=bob") as bob,
+        httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}") as http,
+    ):
+        answer = await http.post("/users/ann/logout")
+        assert answer.json() == {"closed": 1}
+        with anyio.fail_after(10):
+            await ann.wait_closed()
+        assert (ann.close_code, ann.close_reason) == (4001, "logged out")
+        await http.post("/users/bob", json={"text": "still here"})
+        assert await recv_json(bob) == {"to": "bob", "text": "still here"}
+
+
 async def test_a_background_job_broadcasts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ticker started in the lifespan posts to `news` until the app stops."""
     monkeypatch.setattr(outside, "TICK_SECONDS", 0.01)
