@@ -31,3 +31,13 @@ def test_a_guides_test_files_pass(folder: str) -> None:
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
     assert " passed" in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "example", sorted(p.stem for p in (REPO / "examples").glob("*.py") if p.stem != "__init__")
+)
+def test_every_example_says_how_to_run_it(example: str) -> None:
+    """Each example's docstring gives the command that serves it."""
+    source = (REPO / "examples" / f"{example}.py").read_text(encoding="utf-8")
+    docstring = source.split('"""')[1]
+    assert f"uvicorn examples.{example}:app" in docstring
