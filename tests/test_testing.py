@@ -420,8 +420,9 @@ async def test_quirk_shutdown_with_connections_open(
 async def test_quirk_shutdown_waits_for_a_client_that_reads_nothing(
     server_name: ServerName, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """uvicorn stops within its graceful timeout with a client that reads nothing; hypercorn
-    waits for that client for ever, so `Server.shutdown()` aborts it."""
+    """uvicorn stops after its graceful timeout with a client that reads nothing, logging the
+    cancellation as "Exception in ASGI application"; hypercorn waits for that client for
+    ever, so `Server.shutdown()` aborts it."""
     app = apps.Flood(count=256, size=65536)
     async with (
         serve(app, server=server_name, shutdown_timeout=0.5) as server,
@@ -435,6 +436,15 @@ async def test_quirk_shutdown_waits_for_a_client_that_reads_nothing(
     assert not app.done.is_set()
     aborted = [r for r in caplog.records if "aborting 1 client(s)" in r.getMessage()]
     assert len(aborted) == (1 if server_name == "hypercorn" else 0)
+    cancelled = [
+        r
+        for r in caplog.records
+        if r.name == "uvicorn.error"
+        and r.getMessage().startswith("Exception in ASGI application")
+        and r.exc_info is not None
+        and isinstance(r.exc_info[1], anyio.get_cancelled_exc_class())
+    ]
+    assert len(cancelled) == (1 if server_name == "uvicorn" else 0)
 
 
 class StuckWriter:
