@@ -13,27 +13,37 @@ import anyio
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from starlette.types import Message
 
-from wsrooms import Hub
-from wsrooms._delivery import Outbox
+from wsrooms import ConnectionStatistics, Hub
 
 CONNS = [f"c{i}" for i in range(5)]
 ROOMS = ["r0", "r1", "r2"]
 
 
 class FakeConnection:
-    """The parts of a connection a hub uses."""
+    """A hub member that records what is delivered to it."""
+
+    outbox = None
+    closing = False
+    websocket = None
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.websocket = None
-        self._outbox = Outbox(10_000, "drop_newest", lambda: None)
+        self.got: list[str] = []
 
-    def _request_close(self, code: int, reason: str, *, send: bool = True) -> None:
+    def deliver(self, event: Message) -> int:
+        self.got.append(event["text"])
+        return 0
+
+    def abort(self, code: int, reason: str) -> None:
         pass  # pragma: no cover - the model never shuts the hub down
 
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(tasks=0, queued=0, dropped=0, sent=0, messages=0)
+
     def received(self) -> list[Any]:
-        return [event["text"] for event in self._outbox._queue]
+        return self.got
 
 
 class HubMachine(RuleBasedStateMachine):
