@@ -15,34 +15,16 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from tests import _servers
 from wsrooms import Hub, RoomEndpoint
 from wsrooms.testing import ServerName, connect, serve
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}, "uvicorn"), id="asyncio-uvicorn"),
-        pytest.param(("asyncio", {}, "hypercorn"), id="asyncio-hypercorn"),
-        pytest.param(("trio", {}, "hypercorn"), id="trio-hypercorn"),
-    ]
-)
-def backend_and_server(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], str]:
-    """uvicorn writes only to a writable socket; hypercorn writes, then waits to drain."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(
-    backend_and_server: tuple[str, dict[str, Any], str],
-) -> tuple[str, dict[str, Any]]:
-    return backend_and_server[0], backend_and_server[1]
-
-
-@pytest.fixture
-def server_name(backend_and_server: tuple[str, dict[str, Any], str]) -> ServerName:
-    return "uvicorn" if backend_and_server[2] == "uvicorn" else "hypercorn"
+# Run on uvicorn, hypercorn (asyncio) and hypercorn (trio).
+backend_and_server = _servers.backend_and_server
+anyio_backend = _servers.anyio_backend
+server_name = _servers.server_name
 
 
 class Fanout(RoomEndpoint):
