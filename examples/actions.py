@@ -3,6 +3,14 @@
 `{"id": 1, "action": "add", "args": [1, 2]}` is answered with `{"id": 1, "result": 3}`.
 Requests run concurrently, so replies carry the request's id. A bad request closes the
 connection with 1007 and a reason the client can read.
+
+Run it from the root of the wsrooms repository, on asyncio or on trio::
+
+    uvicorn examples.actions:app
+    hypercorn -k trio examples.actions:app
+
+and talk to it with `python -m websockets ws://127.0.0.1:8000/actions`; then type
+`{"id": 1, "action": "add", "args": [1, 2]}`.
 """
 
 from __future__ import annotations

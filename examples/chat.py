@@ -1,14 +1,14 @@
-"""The chat demo: rooms from the URL, a browser page, on the in-memory hub.
+"""A chat with rooms: the URL picks the room, a browser page at /, the in-memory hub.
 
-Run it on asyncio::
+This is the chat.py that the tutorial (docs/tutorial.md) builds. Next to chat.html, run it
+on asyncio or on trio::
 
-    uvicorn examples.chat:app
+    uvicorn chat:app
+    hypercorn -k trio chat:app
 
-or on trio::
-
-    hypercorn -k trio examples.chat:app
-
-then open http://127.0.0.1:8000/ (append ?room=NAME for another room).
+From the root of the wsrooms repository, name the module ``examples.chat`` instead
+(``uvicorn examples.chat:app``). Then open http://127.0.0.1:8000/ (add ``?room=NAME``
+for another room and ``&name=NAME`` to choose your name).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ async def homepage(request: Any) -> HTMLResponse:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    async with hub:  # closes every chat connection with 1001 on shutdown
+    async with hub:  # shutdown: uvicorn closes with 1012; on hypercorn, wsrooms with 1001
         yield
 
 

@@ -3,6 +3,13 @@
 The client sends "subscribe" (as often as it likes); the server pushes ticks until the
 client leaves. A second "subscribe" while a feed runs is answered, not doubled: the
 registration hooks keep a registry of the connection's feed task.
+
+Run it from the root of the wsrooms repository, on asyncio or on trio::
+
+    uvicorn examples.feed:app
+    hypercorn -k trio examples.feed:app
+
+and talk to it with `python -m websockets ws://127.0.0.1:8000/feed`; then type `subscribe`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,30 @@
-"""The Room proposal's examples, as written, on FastAPI.
+"""The Room decorator API on FastAPI: the examples of the websocket_rooms README.
+
+The Room API follows the one that the websocket_rooms project proposed in its README
+(https://github.com/yoelbassin/Websocket-Rooms): a `Room` with decorated handlers, joined
+by `await room.connect(websocket)` (API 1) or `async with room.connect(websocket)`
+(API 2), and a `ConnectionsManager` for other handlers on the same room. This file runs
+those examples as written there, with one fix (below).
 
 - `/chat`: API 1 (`await room.connect(websocket)`), handlers by decorator.
 - `/chat2`: API 2 (`async with room.connect(websocket)`), un-awaited `room.push`.
 - `/listen`: a listen-only socket on the same room (API 2 with `room.listen`).
-- `/chat/{client_id}`, `/chat_ws/{client_id}`, `/listening_ws/{client_id}`: the
-  `RoomWithClientId` subclass and the `ConnectionsManager` appendix.
+- `/chat/{client_id}`, `/chat_ws2/{client_id}`: the `RoomWithClientId` subclass.
+- `/chat_ws/{client_id}`, `/listening_ws/{client_id}`: two `ConnectionsManager`s on it.
+- `/announce`: an endpoint class on the same hub.
 
-One deliberate change from the proposal: its `RoomWithClientId.connect` calls
-`super().connect(websocket)` without `client_id`, although its `on_connection` handler
-takes `client_id`. Here `connect` passes the argument on, so the handler gets it. It is
-also a plain `def` that returns `super().connect(...)`, so that both `await
-chat_room.connect(...)` (API 1) and `async with chat_room.connect(...)` (API 2) work.
+The fix: websocket_rooms' `RoomWithClientId.connect` calls `super().connect(websocket)`
+without `client_id`, although its `on_connection` handler takes `client_id`. Here
+`connect` passes the argument on, so the handler gets it. It is also a plain `def` that
+returns `super().connect(...)`, so that both `await chat_room.connect(...)` (API 1) and
+`async with chat_room.connect(...)` (API 2) work.
+
+Run it from the root of the wsrooms repository (FastAPI needed: `pip install fastapi`)::
+
+    uvicorn examples.room_api:app
+    hypercorn -k trio examples.room_api:app
+
+and connect with `python -m websockets ws://127.0.0.1:8000/chat`.
 """
 
 from __future__ import annotations
@@ -72,7 +86,7 @@ class RoomWithClientId(Room):
 
     def connect(self, websocket: WebSocket, client_id: int) -> Any:
         self._id_to_ws[websocket] = client_id
-        return super().connect(websocket, client_id)  # the proposal forgot client_id
+        return super().connect(websocket, client_id)  # pass client_id on to the handlers
 
     def get_client_id(self, websocket: WebSocket) -> int | None:
         return self._id_to_ws.get(websocket)
@@ -100,7 +114,7 @@ async def on_client_disconnect(
     room._id_to_ws.pop(websocket, None)
 
 
-# API 1, as in the proposal
+# API 1, as websocket_rooms writes it
 @app.websocket("/chat/{client_id}")
 async def connect_client(websocket: WebSocket, client_id: int) -> None:
     await chat_room.connect(websocket, client_id)
@@ -114,7 +128,7 @@ async def connect_client2(websocket: WebSocket, client_id: int) -> None:
             chat_room.push({"from": client_id, "message": message})
 
 
-# --- Appendix 1: ConnectionsManager ----------------------------------------------
+# --- ConnectionsManager: other handlers on the same room ------------------------
 
 # for websockets that are sending and receiving data
 chat_connection = ConnectionsManager(chat_room)

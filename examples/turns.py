@@ -3,6 +3,13 @@
 The client and the server count in turns: the client says an odd number, the server the
 next even one. Receiving handlers check the turn and hand the number to a single sender
 task through a bounded memory stream, so replies go out one at a time, in turn order.
+
+Run it from the root of the wsrooms repository, on asyncio or on trio::
+
+    uvicorn examples.turns:app
+    hypercorn -k trio examples.turns:app
+
+and talk to it with `python -m websockets ws://127.0.0.1:8000/turns`; then type `1`, `3`, `5`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ PUBLIC = {
     "Hub",
     "HubNotRunning",
     "InvalidMessage",
+    "InvalidRoomName",
     "JoinRefused",
     "Room",
     "RoomEndpoint",
@@ -40,8 +41,14 @@ def test_close_codes_match_websockets_names() -> None:
 
 
 def test_exception_hierarchy() -> None:
-    """Every wsrooms exception derives from WsroomsError; HubNotRunning is a RuntimeError."""
+    """Every wsrooms exception derives from WsroomsError; HubNotRunning is a RuntimeError;
+    InvalidRoomName is an InvalidMessage and a ValueError, with a fixed reason."""
     assert issubclass(wsrooms.InvalidMessage, wsrooms.WsroomsError)
+    assert issubclass(wsrooms.InvalidRoomName, wsrooms.InvalidMessage)
+    assert issubclass(wsrooms.InvalidRoomName, ValueError)
+    invalid = wsrooms.InvalidRoomName("a room name must not be empty")
+    assert invalid.reason == "invalid room name"
+    assert str(invalid) == "a room name must not be empty"
     assert issubclass(wsrooms.JoinRefused, wsrooms.WsroomsError)
     assert issubclass(wsrooms.HubNotRunning, RuntimeError)
     assert wsrooms.InvalidMessage("why").reason == "why"

@@ -10,6 +10,7 @@ from ._endpoint import ConnectionTaskGroup as ConnectionTaskGroup
 from ._exceptions import CloseCode as CloseCode
 from ._exceptions import HubNotRunning as HubNotRunning
 from ._exceptions import InvalidMessage as InvalidMessage
+from ._exceptions import InvalidRoomName as InvalidRoomName
 from ._exceptions import JoinRefused as JoinRefused
 from ._exceptions import WsroomsError as WsroomsError
 from ._hub import Hub as Hub
@@ -33,6 +34,7 @@ __all__ = [
     "HubNotRunning",
     "HubStatistics",
     "InvalidMessage",
+    "InvalidRoomName",
     "JoinRefused",
     "Room",
     "RoomConnect",

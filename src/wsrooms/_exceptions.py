@@ -5,8 +5,11 @@ The hierarchy::
     Exception
     └── WsroomsError                 base of every wsrooms exception
         ├── InvalidMessage           user code rejects a message   -> close 1007
+        │   └── InvalidRoomName      a room name breaks a rule     -> close 1007 (403 before accept)
+        │                            (also a ValueError)
         ├── JoinRefused              can_join() said no            -> close 1008 (403 before accept)
         └── HubNotRunning            a hub that needs `async with hub:` is used outside it
+                                     (also a RuntimeError)
 
 `CloseCode` names the WebSocket close codes as the `websockets` library does.
 """
@@ -15,7 +18,14 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CloseCode", "HubNotRunning", "InvalidMessage", "JoinRefused", "WsroomsError"]
+__all__ = [
+    "CloseCode",
+    "HubNotRunning",
+    "InvalidMessage",
+    "InvalidRoomName",
+    "JoinRefused",
+    "WsroomsError",
+]
 
 
 class CloseCode(IntEnum):
@@ -56,6 +66,28 @@ class InvalidMessage(WsroomsError):
     def __init__(self, reason: str = "invalid message") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class InvalidRoomName(InvalidMessage, ValueError):
+    """A room name that is not a non-empty `str` of at most 256 characters without
+    control characters.
+
+    Raised by every operation that takes a room name (`join`, `leave`, `broadcast`,
+    `members`, ...). A room name taken from a client therefore closes that client with
+    1007 (`INVALID_DATA`) and the fixed reason "invalid room name", or answers the
+    handshake with HTTP 403 when raised before accept; never 1011. `str(exc)` says
+    which rule was broken, for the developer, and is never sent to the client.
+
+    Args:
+        detail: Which rule the name broke (the name itself only escaped and cut).
+
+    Attributes:
+        reason: Always "invalid room name".
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid room name")
+        self.args = (detail,)
 
 
 class JoinRefused(WsroomsError):

@@ -11,28 +11,41 @@ import re
 from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
+from ._exceptions import InvalidRoomName
+from ._limits import safe
+
 __all__ = ["MAX_ROOM_NAME", "Membership", "check_room"]
 
 C = TypeVar("C", bound=Hashable)
 
 MAX_ROOM_NAME = 256
+# How much of a broken name an error message shows.
+_SHOWN = 60
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_room(room: object) -> str:
-    """Return `room` if it is a valid room name, else raise `ValueError` saying why.
+    """Return `room` if it is a valid room name, else raise `InvalidRoomName` saying why.
 
-    A room name is a non-empty `str` of at most 256 characters with no control characters.
+    A room name is a non-empty `str` of at most 256 characters with no control
+    characters (C0, DEL and C1, `\x85` included). The error's text shows the name only
+    escaped and cut (`safe`): it may come from a client and end up in a log line.
     """
     if not isinstance(room, str):
-        # SPEC: every broken rule of a room name is a ValueError, a wrong type included.
-        raise ValueError(f"a room name must be a str, not {type(room).__name__}")
+        raise InvalidRoomName(
+            f"a room name must be a str, not {type(room).__name__}: {safe(room, _SHOWN)}"
+        )
     if not room:
-        raise ValueError("a room name must not be empty")
+        raise InvalidRoomName("a room name must not be empty")
     if len(room) > MAX_ROOM_NAME:
-        raise ValueError(f"a room name must be at most {MAX_ROOM_NAME} characters, not {len(room)}")
+        raise InvalidRoomName(
+            f"a room name must be at most {MAX_ROOM_NAME} characters, not {len(room)}:"
+            f" {safe(room, _SHOWN)}"
+        )
     if _CONTROL.search(room):
-        raise ValueError(f"a room name must not contain control characters: {room!r}")
+        raise InvalidRoomName(
+            f"a room name must not contain control characters: {safe(room, _SHOWN)}"
+        )
     return room
 
 

@@ -1,0 +1,49 @@
+"""The tutorial's chat.py after step 4: limits."""
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from wsrooms import InvalidMessage, RoomEndpoint
+
+
+# --8<-- [start:limits]
+class Chat(RoomEndpoint):
+    max_message_size = 4096
+    idle_timeout = 600
+    # --8<-- [end:limits]
+
+    def name(self) -> str:
+        return str(self.websocket.query_params.get("name") or f"guest-{id(self) % 10000}")
+
+    def room(self) -> str:
+        return str(self.websocket.path_params["room"])
+
+    async def on_connect(self, websocket: WebSocket) -> None:
+        await super().on_connect(websocket)
+        await self.join(self.room())
+
+    async def on_join(self, room: str) -> None:
+        await self.broadcast(
+            room, {"event": "join", "name": self.name(), "members": self.count(room)}
+        )
+
+    async def on_leave(self, room: str) -> None:
+        await self.broadcast(
+            room, {"event": "leave", "name": self.name(), "members": self.count(room)}
+        )
+
+    def count(self, room: str) -> int:
+        return len(self.hub.members(room))
+
+    async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise InvalidMessage('send {"text": "..."}')
+        await self.broadcast(
+            self.room(), {"event": "message", "name": self.name(), "text": data["text"]}
+        )
+
+
+app = Starlette(routes=[WebSocketRoute("/ws/{room}", Chat)])
