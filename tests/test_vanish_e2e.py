@@ -54,8 +54,10 @@ async def test_a_client_vanishing_with_every_task_blocked_is_noticed(
     Watched.ended = {"event": anyio.Event()}
     app = Starlette(routes=[WebSocketRoute("/actions", Watched)])
     request = {"action": "concat", "args": ["x" * 60_000, "y"]}  # 60 kB replies
-    async with serve(app, server=server_name) as server:
-        client = await connect(server.ws_url("/actions"), receive_buffer=4096).__aenter__()
+    async with (
+        serve(app, server=server_name) as server,
+        connect(server.ws_url("/actions"), receive_buffer=4096) as client,
+    ):
 
         async def pipeline() -> None:
             for i in range(2_000):  # bounded: the client's own send blocks long before
