@@ -7,7 +7,7 @@ writes; hypercorn writes, then awaits the drain.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from wsrooms._delivery import DROPPED, QUEUED, WAIT, Outbox, wait_for_room
-from wsrooms._park import make_parker
+from wsrooms._park import Parker, make_parker
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +67,7 @@ class Socket:
 def attach(outbox: Outbox, socket: Socket, tg: TaskGroup, spawned: list[int] | None = None) -> None:
     """Attach as a connection does: the writer runs in `tg` (the connection's group)."""
 
-    def spawn(run: Callable[[], Awaitable[None]]) -> None:
+    def spawn(run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if spawned is not None:
             spawned.append(1)
         tg.start_soon(run)
@@ -288,16 +288,20 @@ async def test_parker_wakes_once_and_survives_cancellation() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(park)
         await anyio.wait_all_tasks_blocked()
-        assert parker.parked
+        assert is_parked(parker)
         parker.unpark()
         parker.unpark()
         await anyio.wait_all_tasks_blocked()
         assert woken == [1]
-        assert not parker.parked
+        assert not is_parked(parker)
         with anyio.CancelScope() as scope:
             tg.start_soon(park)
             await anyio.wait_all_tasks_blocked()
             scope.cancel()
         tg.cancel_scope.cancel()
-    assert not parker.parked
+    assert not is_parked(parker)
     parker.unpark()  # after a cancelled park: still no effect
+
+
+def is_parked(parker: Parker) -> bool:
+    return parker.parked

@@ -73,31 +73,33 @@ MIDDLEWARE: dict[str, Any] = {
 }
 
 
-def room_class(**attrs: Any) -> type[RoomEndpoint]:
+class Relay(RoomEndpoint):
     """Members join "r" before accept; a message is broadcast to the others; "bad" is
     rejected with 1007 by the handler; on_disconnect codes are recorded by `who`."""
 
-    class Relay(RoomEndpoint):
-        encoding = "text"
-        hub = Hub()
-        codes: dict[str, int] = {}
-        gone: anyio.Event
+    encoding = "text"
+    hub = Hub()
+    codes: dict[str, int] = {}
+    gone: anyio.Event
 
-        async def on_connect(self, websocket: WebSocket) -> None:
-            await self.join("r")
-            await super().on_connect(websocket)
+    async def on_connect(self, websocket: WebSocket) -> None:
+        await self.join("r")
+        await super().on_connect(websocket)
 
-        async def _background_handler(self, task_id: str, websocket: WebSocket, data: str) -> None:
-            if data == "bad":
-                raise InvalidMessage("bad")
-            await self.broadcast("r", data, exclude_self=True)
+    async def _background_handler(self, task_id: str, websocket: WebSocket, data: str) -> None:
+        if data == "bad":
+            raise InvalidMessage("bad")
+        await self.broadcast("r", data, exclude_self=True)
 
-        async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
-            who = websocket.query_params.get("who", "?")
-            self.codes[who] = close_code
-            if who == "stuck":
-                self.gone.set()
+    async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
+        who = websocket.query_params.get("who", "?")
+        self.codes[who] = close_code
+        if who == "stuck":
+            self.gone.set()
 
+
+def room_class(**attrs: Any) -> type[Relay]:
+    """A Relay class of its own: a fresh hub and record."""
     return type("Relay", (Relay,), {"hub": Hub(), "codes": {}, **attrs})
 
 

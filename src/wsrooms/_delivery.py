@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Literal
 
 import anyio
 from starlette.types import Message
@@ -95,7 +95,7 @@ class Outbox:
         self.stall_timeout = stall_timeout
         self._on_slow = on_slow
         self._send: Send | None = None
-        self._spawn: Callable[[Callable[[], Awaitable[None]]], object] | None = None
+        self._spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object] | None = None
         self._context: contextvars.Context | None = None
         self._parker: Parker | None = None
         self._started = False
@@ -115,7 +115,9 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def attach(self, send: Send, spawn: Callable[[Callable[[], Awaitable[None]]], object]) -> None:
+    def attach(
+        self, send: Send, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+    ) -> None:
         """Connect the outbox to its socket, from the connection's own task.
 
         Args:

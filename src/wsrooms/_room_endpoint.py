@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 import anyio
@@ -202,7 +202,7 @@ class RoomEndpoint(BaseWSEndpoint):
         self.hub.add(self)
         self.outbox.attach(self.send, lambda run: service.start_soon(self._write, run))
 
-    async def _write(self, run: Callable[[], Awaitable[None]]) -> None:
+    async def _write(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """The writer task's error boundary."""
         try:
             await run()
