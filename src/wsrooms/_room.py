@@ -297,7 +297,7 @@ class Room(BaseRoom):
     def connect(self, websocket: WebSocket, *args: Any) -> RoomConnect:
         """Connect `websocket` to the room; extra `args` reach the connection handlers.
 
-        `await room.connect(websocket)` accepts the socket, joins the room, runs the
+        `await room.connect(websocket)` joins the room, accepts the socket, runs the
         receive loop until the client leaves, and cleans up. `async with
         room.connect(websocket):` does the same around a block that reads the socket
         itself (for example `async for message in websocket.iter_text()`); leaving the

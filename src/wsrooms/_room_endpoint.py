@@ -161,9 +161,13 @@ class RoomEndpoint(BaseWSEndpoint):
     async def broadcast(self, room: str, message: Any, exclude_self: bool = False) -> None:
         """Send `message` to every member of `room`, encoded once with `json_dumps`.
 
-        `exclude_self=True` leaves this connection out. Never waits for a stuck member's
-        socket (see `Hub.broadcast`). Messages of one sender to one room reach every
-        member in the order they were sent.
+        Never waits for a stuck member's socket (see `Hub.broadcast`). Messages of one
+        sender to one room reach every member in the order they were sent.
+
+        Args:
+            room: The room's name.
+            message: `str` (a text frame), `bytes` (binary), or anything else (JSON text).
+            exclude_self: Leave this connection out (an echo-free chat).
         """
         await self.hub.publish(
             room, encode(message, self.json_dumps), (self,) if exclude_self else ()
