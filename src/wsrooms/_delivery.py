@@ -26,6 +26,7 @@ __all__ = [
     "QUEUED",
     "SLOW_CONSUMER_POLICIES",
     "WAIT",
+    "DropCount",
     "Outbox",
     "SlowConsumerPolicy",
     "wait_for_room",
@@ -43,6 +44,15 @@ Send = Callable[[Message], Awaitable[None]]
 #: What `Outbox.put` returns: queued; one event dropped by a drop policy; queued above
 #: the mark of a member that is moving, so the caller should `wait_for_room`.
 QUEUED, DROPPED, WAIT = 0, 1, 2
+
+
+class DropCount:
+    """A count of dropped messages that several outboxes add to (a hub's total)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
 
 
 class Outbox:
@@ -74,6 +84,7 @@ class Outbox:
         "_spawn",
         "_started",
         "dropped",
+        "hub_drops",
         "slow_consumer",
         "stall_timeout",
         "written",
@@ -106,6 +117,7 @@ class Outbox:
         self._mark_time: float | None = None
         self.written = 0
         self.dropped = 0
+        self.hub_drops: DropCount | None = None  # set by the hub that adopts the member
         self.slow_consumer = False  # the "disconnect" policy fired
 
     def __len__(self) -> int:
@@ -182,7 +194,10 @@ class Outbox:
         while len(queue) > self._maxsize:
             queue.popleft() if self._policy == "drop_oldest" else queue.pop()
             dropped += 1
-        self.dropped += dropped
+        if dropped:
+            self.dropped += dropped
+            if self.hub_drops is not None:
+                self.hub_drops.value += dropped
         return DROPPED if dropped else QUEUED
 
     async def wait_room(self, deadline: float) -> None:

@@ -27,8 +27,7 @@ from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from ._codec import dumps, encode
-from ._delivery import DROPPED, WAIT, Outbox, wait_for_room
-from ._endpoint import ConnectionStatistics
+from ._delivery import DROPPED, WAIT, DropCount, Outbox, wait_for_room
 from ._exceptions import CloseCode, HubNotRunning
 from ._limits import safe
 from ._membership import Membership, check_room
@@ -66,8 +65,6 @@ class Member(Hashable, Protocol):
     def abort(self, code: int, reason: str) -> None:
         """End the connection at once, without awaiting anything."""
         ...
-
-    def statistics(self) -> ConnectionStatistics: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +187,7 @@ class Hub:
         self._syncer: Parker | None = None
         # Counters.
         self._published_count = 0
-        self._dropped_gone = 0
+        self._drops = DropCount()
         self._slow_disconnects = 0
         self._outages = 0
         self._publish_failures = 0
@@ -210,9 +207,7 @@ class Hub:
     def dropped(self) -> int:
         """Messages dropped by the slow-consumer policies of this hub's connections since
         the hub was created."""
-        return self._dropped_gone + sum(
-            conn.statistics().dropped for conn in self._members.all_connections()
-        )
+        return self._drops.value
 
     def statistics(self) -> HubStatistics:
         """A snapshot of this hub's counters."""
@@ -316,6 +311,7 @@ class Hub:
             RuntimeError: the connection has ended (or is ending).
         """
         self._check_alive(connection)
+        self._adopt(connection)
         self._members.add(connection)
 
     async def remove(self, connection: Member) -> frozenset[str]:
@@ -336,6 +332,7 @@ class Hub:
         self._check_alive(connection)
         if not self._local:
             self._check_running()
+        self._adopt(connection)
         first = not self._members.has_room(room)
         joined = self._members.join(connection, room)
         if first:
@@ -366,8 +363,6 @@ class Hub:
         if connection not in self._members:
             return []
         left = self._members.remove(connection)
-        stats = connection.statistics()
-        self._dropped_gone += stats.dropped
         if connection.outbox.slow_consumer:
             self._slow_disconnects += 1
         self._settle(left)
@@ -380,6 +375,10 @@ class Hub:
         out, bounded by `backend_timeout` per call.
         """
         self._settle(rooms)
+
+    def _adopt(self, connection: Member) -> None:
+        """Have the member's drops counted in this hub's total."""
+        connection.outbox.hub_drops = self._drops
 
     def _check_alive(self, connection: Member) -> None:
         if connection.closing:
