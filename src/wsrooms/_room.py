@@ -107,32 +107,32 @@ class BaseRoom:
 class _RoomConnection(RoomEndpoint):
     """The per-socket object of a room: a `RoomEndpoint` that runs the room's handlers."""
 
-    room: ClassVar[Room]
+    manager: ClassVar[Room]  # the Room (or ConnectionsManager) whose handlers run
     hub = Hub()  # replaced per room; keeps this base class from making its own
     encoding = "json"  # the on_receive handler's mode, JSON without one
     args: tuple[Any, ...] = ()
 
     async def on_connect(self, websocket: WebSocket) -> None:
         # Join first: once the client sees the accept, it is a member of the room.
-        await self.join(self.room.name)
+        await self.join(self.manager.name)
         if websocket.application_state is WebSocketState.CONNECTING:
             await self.accept(websocket)
         else:  # accepted by the caller before connect()
             self._accepted = True
-        handler = self.room._on_connection
+        handler = self.manager._on_connection
         if handler is not None:
-            await handler(self.room._handler_room(), websocket, *self.args)
+            await handler(self.manager._handler_room(), websocket, *self.args)
 
     async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
-        handler = self.room._on_receive
+        handler = self.manager._on_receive
         if handler is not None:
-            return await handler(self.room._handler_room(), websocket, data)
+            return await handler(self.manager._handler_room(), websocket, data)
         return None
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
-        handler = self.room._on_disconnect
+        handler = self.manager._on_disconnect
         if handler is not None:
-            await handler(self.room._handler_room(), websocket, *self.args)
+            await handler(self.manager._handler_room(), websocket, *self.args)
 
 
 class RoomConnect:
@@ -236,7 +236,7 @@ class Room(BaseRoom):
         self._on_receive: Callable[..., Awaitable[Any]] | None = None
         self._on_connection: Callable[..., Awaitable[Any]] | None = None
         self._on_disconnect: Callable[..., Awaitable[Any]] | None = None
-        namespace: dict[str, Any] = {"room": self, "hub": self.hub, **options}
+        namespace: dict[str, Any] = {"manager": self, "hub": self.hub, **options}
         for codec in ("json_loads", "json_dumps"):
             if codec in namespace:
                 namespace[codec] = staticmethod(namespace[codec])
