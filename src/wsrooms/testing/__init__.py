@@ -23,8 +23,6 @@ This package needs `websockets` 17 or later; the server you pick needs `uvicorn`
 `hypercorn` (the `testing` extra installs all three).
 """
 
-from __future__ import annotations
-
 from ._client import ConnectionClosed as ConnectionClosed
 from ._client import HandshakeError as HandshakeError
 from ._client import InvalidStatus as InvalidStatus

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
+import websockets.asyncio.client
 from websockets.exceptions import ConnectionClosed as _WSConnectionClosed
 from websockets.exceptions import InvalidHandshake as _WSInvalidHandshake
 from websockets.exceptions import InvalidStatus as _WSInvalidStatus
@@ -47,6 +48,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 if TYPE_CHECKING:
+    import websockets.trio.client
     from websockets.asyncio.client import ClientConnection as AsyncioClientConnection
     from websockets.client import ClientProtocol
     from websockets.http11 import Response
@@ -56,8 +58,11 @@ if TYPE_CHECKING:
 # one, so that a test that stops calling `recv()` soon stops reading.
 _MAX_QUEUE = 1
 
-# The open clients of this module, so that a shutdown that hangs on one can abort it.
-_open_clients: weakref.WeakSet[WebSocketClient] = weakref.WeakSet()
+# The open clients of this module, with their event loop and the server's address, so
+# that a shutdown that hangs on one can abort it.
+_open_clients: weakref.WeakKeyDictionary[WebSocketClient, tuple[object, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 # Exceptions ------------------------------------------------------------------------------
@@ -127,10 +132,7 @@ class _Connection(Protocol):
 
 
 class _Link(Protocol):
-    """One websockets client connection, with the calls that differ between the loops."""
-
-    @property
-    def connection(self) -> _Connection: ...
+    """The calls on a websockets client connection that differ between the loops."""
 
     async def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send a message; return once the kernel has it, after a checkpoint."""
@@ -139,25 +141,38 @@ class _Link(Protocol):
         """Perform the closing handshake (websockets bounds it by `close_timeout`)."""
 
     async def abort(self) -> None:
-        """Close the socket now, without a closing handshake, and settle as closed."""
+        """Reset the TCP connection (no closing handshake) and settle as closed."""
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+
+
+async def _open_asyncio(
+    stack: AsyncExitStack, url: str, sock: socket.socket, options: dict[str, Any]
+) -> AsyncioClientConnection:
+    """Run websockets' asyncio client on a connected socket."""
+    # With `sock`, websockets uses no proxy and hands the socket to asyncio.
+    # `write_limit=0`: `send()` returns once the kernel has the frame, as on trio.
+    opener = websockets.asyncio.client.connect(url, sock=sock, write_limit=0, **options)
+    return await stack.enter_async_context(opener)
+
+
+async def _open_trio(
+    stack: AsyncExitStack, url: str, sock: socket.socket, options: dict[str, Any]
+) -> TrioClientConnection:
+    """Run websockets' trio client on a connected socket."""
+    import trio
+    from websockets.trio.client import connect as trio_connect
+
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    # The trio client runs its reader in a nursery of its own, which the context manager
+    # holds open: the stack leaves it in the task that entered it.
+    return await stack.enter_async_context(trio_connect(url, stream=stream, **options))
 
 
 class _AsyncioLink:
-    """websockets' asyncio client, on a socket this module connected."""
-
     def __init__(self, connection: AsyncioClientConnection) -> None:
         self.connection = connection
-
-    @classmethod
-    async def open(
-        cls, stack: AsyncExitStack, url: str, sock: socket.socket, options: dict[str, Any]
-    ) -> _AsyncioLink:
-        from websockets.asyncio.client import connect as websockets_connect
-
-        # With `sock`, websockets uses no proxy and passes the socket to asyncio.
-        # `write_limit=0`: `send()` returns once the kernel has the frame, as on trio.
-        opener = websockets_connect(url, sock=sock, write_limit=0, **options)
-        return cls(await stack.enter_async_context(opener))
 
     async def send(self, message: str | bytes | bytearray | memoryview) -> None:
         await self.connection.send(message)
@@ -170,28 +185,17 @@ class _AsyncioLink:
         await self.connection.close(code, reason)
 
     async def abort(self) -> None:
-        self.connection.transport.abort()
+        transport = self.connection.transport
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(AttributeError, OSError):  # closed already
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
         await self.connection.wait_closed()
 
 
 class _TrioLink:
-    """websockets' trio client, on a socket this module connected."""
-
     def __init__(self, connection: TrioClientConnection) -> None:
         self.connection = connection
-
-    @classmethod
-    async def open(
-        cls, stack: AsyncExitStack, url: str, sock: socket.socket, options: dict[str, Any]
-    ) -> _TrioLink:
-        import trio
-        from websockets.trio.client import connect as websockets_connect
-
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        # The trio client runs its reader in a nursery of its own, which the context
-        # manager holds open: the stack leaves it in the task that entered it.
-        opener = websockets_connect(url, stream=stream, **options)
-        return cls(await stack.enter_async_context(opener))
 
     async def send(self, message: str | bytes | bytearray | memoryview) -> None:
         await self.connection.send(message)
@@ -206,7 +210,11 @@ class _TrioLink:
     async def abort(self) -> None:
         import trio
 
-        await trio.aclose_forcefully(self.connection.stream)
+        stream = self.connection.stream
+        assert isinstance(stream, trio.SocketStream)  # made by _open_trio
+        with contextlib.suppress(OSError):  # closed already
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        await trio.aclose_forcefully(stream)
         self._wake_reader()
         await self.connection.wait_closed()
 
@@ -228,6 +236,11 @@ class WebSocketClient:
 
     One task may read at a time (others wait their turn); any task may send. Used as
     an async context manager, it closes on exit like the `connect()` block does.
+    `connect()` makes it; a test has no reason to.
+
+    Args:
+        connection: An open client connection of websockets, asyncio's or trio's.
+        close_timeout: Seconds allowed for the closing handshake.
 
     Attributes:
         response_headers: The headers of the server's handshake response, as
@@ -235,20 +248,25 @@ class WebSocketClient:
     """
 
     def __init__(
-        self, link: _Link, sock: socket.socket, peer: tuple[Any, ...], *, close_timeout: float
+        self,
+        connection: (
+            websockets.asyncio.client.ClientConnection | websockets.trio.client.ClientConnection
+        ),
+        *,
+        close_timeout: float,
     ) -> None:
-        self._link = link
-        self._connection = link.connection
-        self._protocol = link.connection.protocol
-        self._sock = sock
+        self._connection: _Connection = connection
+        self._link: _Link = (
+            _AsyncioLink(connection)
+            if isinstance(connection, websockets.asyncio.client.ClientConnection)
+            else _TrioLink(connection)
+        )
+        self._protocol = connection.protocol
         self._close_timeout = close_timeout
         # Messages read by `wait_closed()` or `close()` before `recv()` asked for them.
         self._messages: deque[str | bytes] = deque()
         self._read_lock = anyio.Lock()
-        # Where it is connected, and on which event loop: see `clients_of()`.
-        self._peer = peer
-        self._loop = _loop_identity()
-        response = link.connection.response
+        response = connection.response
         self.response_headers: list[tuple[str, str]] = (
             [] if response is None else list(response.headers.raw_items())
         )
@@ -385,7 +403,7 @@ class WebSocketClient:
             code: The close code to send.
             reason: The close reason to send.
         """
-        _open_clients.discard(self)
+        _open_clients.pop(self, None)
         if self.closed:
             return
         with anyio.move_on_after(self._close_timeout, shield=True):
@@ -404,15 +422,13 @@ class WebSocketClient:
         The socket is reset (RST), so the server notices even if it is blocked
         writing to this client. Afterwards `close_code` is 1006.
         """
-        _open_clients.discard(self)
+        _open_clients.pop(self, None)
         if not self.closed:
             await self._abort()
 
     # Internals
 
     async def _abort(self) -> None:
-        with contextlib.suppress(OSError):  # closed already
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         with anyio.CancelScope(shield=True):
             await self._link.abort()
 
@@ -524,7 +540,7 @@ class _ClientContext:
         if self._stack is not None:
             raise RuntimeError("connect() context manager is not reentrant")
         self._stack = AsyncExitStack()
-        link_class: type[_AsyncioLink | _TrioLink] = _TrioLink if trio_running() else _AsyncioLink
+        open_connection = _open_trio if trio_running() else _open_asyncio
         deadline = anyio.current_time() + self._open_timeout
         with anyio.fail_after(self._open_timeout):
             sock = await _open_tcp(self._host, self._port, self._receive_buffer)
@@ -533,16 +549,16 @@ class _ClientContext:
         # that bound, which an anyio scope around `open()` could not allow.
         options = dict(self._options, open_timeout=max(deadline - anyio.current_time(), 0.0))
         try:
-            link = await link_class.open(self._stack, self._url, sock, options)
+            connection = await open_connection(self._stack, self._url, sock, options)
         except BaseException as exc:
             sock.close()  # closed already if websockets took it over; closing is idempotent
             error = _handshake_error(exc)
             if error is None:
                 raise
             raise error from (None if isinstance(error, InvalidStatus) else exc)
-        client = WebSocketClient(link, sock, peer, close_timeout=self._close_timeout)
+        client = WebSocketClient(connection, close_timeout=self._close_timeout)
         self._client = client
-        _open_clients.add(client)
+        _open_clients[client] = (_loop_identity(), peer)
         return client
 
     async def __aexit__(
@@ -624,8 +640,8 @@ def clients_of(host: str, port: int) -> list[WebSocketClient]:
     here = _loop_identity()
     return [
         client
-        for client in list(_open_clients)
-        if client._loop is here and client._peer[:2] == (host, port)
+        for client, (loop, peer) in list(_open_clients.items())
+        if loop is here and peer[:2] == (host, port)
     ]
 
 

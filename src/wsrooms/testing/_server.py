@@ -141,7 +141,7 @@ def serve(
     shutdown_timeout: float = 3.0,
     ws_max_size: int | None = None,
     **options: Any,
-) -> AbstractAsyncContextManager[Server, bool]:
+) -> AbstractAsyncContextManager[Server]:
     """Run an ASGI app on a real server, on the running event loop, for a test.
 
     Used as `async with serve(app) as server:`. The server binds `host:port` (port 0
