@@ -956,10 +956,6 @@ async def _stalling_task() -> None:
     _stall(0.06)  # longer than the slow_consumer_timeout below
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="src bug on trio: a moving member is judged slow when its writer has not run yet",
-)
 async def test_a_moving_member_is_not_a_slow_consumer_after_a_stall() -> None:
     """A member whose socket takes every frame at once is never a slow consumer, also
     when the process stalls for longer than `slow_consumer_timeout` just as a broadcast

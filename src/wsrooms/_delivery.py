@@ -72,6 +72,7 @@ class Outbox:
         "_closed",
         "_context",
         "_idle",
+        "_in_send",
         "_mark_time",
         "_mark_written",
         "_maxsize",
@@ -113,6 +114,7 @@ class Outbox:
         self._closed = False
         self._room: anyio.Event | None = None  # set when the queue falls below the mark
         self._idle: anyio.Event | None = None  # set when the writer has nothing to do
+        self._in_send = False
         self._mark_written = 0
         self._mark_time: float | None = None
         self.written = 0
@@ -170,7 +172,14 @@ class Outbox:
         return WAIT
 
     def _stalled(self) -> bool:
-        """Whether no write has completed for `stall_timeout` while the queue was full."""
+        """Whether one send has been in flight, with nothing written, for `stall_timeout`.
+
+        Judged only from what the writer is doing: a writer that has not run yet (the
+        scheduler's doing, not the socket's) is never stalled.
+        """
+        if not self._in_send:
+            self._mark_time = None
+            return False
         now = anyio.current_time()
         if self._mark_time is None or self.written != self._mark_written:
             self._mark_written = self.written
@@ -236,7 +245,9 @@ class Outbox:
         try:
             while True:
                 while queue:
+                    self._in_send = True
                     await send(popleft())
+                    self._in_send = False
                     self.written += 1
                     if self._room is not None and len(queue) < self._maxsize:
                         self._room.set()

@@ -482,11 +482,12 @@ class Hub:
     ) -> Pending:
         """Deliver locally now and queue the cross-process copy; awaiting the result waits
         for room in moving members' queues and for the backend (see `Pending`)."""
+        if not self._local:
+            self._check_running()
         full = self._fanout(room, event, exclude)
         self._published_count += 1
         if self._local:
             return Pending(None, 0, full) if full else _DONE
-        self._check_running()
         queue = self._publish_queue
         if len(queue) >= self._publish_queue_size:
             self._publish_failures += 1
