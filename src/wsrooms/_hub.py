@@ -28,6 +28,7 @@ from starlette.types import Message
 
 from ._codec import dumps, encode
 from ._delivery import DROPPED, WAIT, DropCount, Outbox, wait_for_room
+from ._endpoint import ConnectionStatistics
 from ._exceptions import CloseCode, HubNotRunning
 from ._limits import safe
 from ._membership import Membership, check_room
@@ -64,6 +65,10 @@ class Member(Hashable, Protocol):
 
     def abort(self, code: int, reason: str) -> None:
         """End the connection at once, without awaiting anything."""
+        ...
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of the connection's counters."""
         ...
 
 
