@@ -1,4 +1,9 @@
-"""A chat with rooms: the URL picks the room, a browser page at /, the in-memory hub.
+"""A chat with rooms: the URL picks the room, a browser page at /.
+
+The hub is in memory, or spans every worker through Redis when `WSROOMS_REDIS_URL` is set
+(for example `redis://127.0.0.1:6379/0`, with the `redis` extra installed): then
+`uvicorn examples.chat:app --workers 2` or `hypercorn -k trio --workers 2
+examples.chat:app` serve one set of rooms (see docs/how-to/redis.md).
 
 This is the chat.py that the tutorial (docs/tutorial.md) builds. Next to chat.html, run it
 on asyncio or on trio::
@@ -14,6 +19,7 @@ for another room and ``&name=NAME`` to choose your name).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,8 @@ from starlette.websockets import WebSocket
 
 from wsrooms import Hub, InvalidMessage, RoomEndpoint
 
-hub = Hub()
+# WSROOMS_REDIS_URL unset: Hub(None), the in-memory hub of one process.
+hub = Hub(os.environ.get("WSROOMS_REDIS_URL"))
 PAGE = (Path(__file__).parent / "chat.html").read_text(encoding="utf-8")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ class FakePeer:
         """`fail_on`: an ASGI event type whose send raises OSError (the socket is gone)."""
         self.fail_on = fail_on
         self.to_app, self._app_inbox = anyio.create_memory_object_stream[Message](100)
-        self._app_outbox, self.from_app = anyio.create_memory_object_stream[Message](10_000)
+        self._app_sends, self.from_app = anyio.create_memory_object_stream[Message](10_000)
         self.scope: dict[str, Any] = {
             "type": "websocket",
             "asgi": {"version": "3.0"},
@@ -57,10 +58,16 @@ class FakePeer:
         self.sent.append(message)
         if self.on_send is not None:
             self.on_send(message)
-        await self._app_outbox.send(message)
+        await self._app_sends.send(message)
+        if message["type"] == "websocket.close":
+            # As a server does once the client answers the close frame with its own.
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                self.to_app.send_nowait(
+                    {"type": "websocket.disconnect", "code": message.get("code", 1000)}
+                )
 
     def close(self) -> None:
-        for stream in (self.to_app, self._app_inbox, self._app_outbox, self.from_app):
+        for stream in (self.to_app, self._app_inbox, self._app_sends, self.from_app):
             stream.close()
 
     # client side

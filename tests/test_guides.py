@@ -10,13 +10,11 @@ import httpx
 import pytest
 from examples import outside, security
 
-from wsrooms import BaseWSEndpoint
 from wsrooms.testing import InvalidStatus, Server, serve
 
 pytestmark = pytest.mark.anyio
 
 ORIGIN = {"Origin": "http://127.0.0.1:8000"}
-ORIGINS_ENFORCED = hasattr(BaseWSEndpoint, "allowed_origins")
 
 
 async def recv_json(ws: Any) -> Any:
@@ -42,9 +40,6 @@ async def test_cookie_authentication() -> None:
         assert await refused(server, "/cookie", headers={**ORIGIN, "Cookie": "session=x"}) == 403
 
 
-@pytest.mark.xfail(
-    not ORIGINS_ENFORCED, reason="allowed_origins (SPEC 1.3) is not in this build", strict=True
-)
 async def test_a_foreign_origin_is_refused_even_with_the_cookie() -> None:
     """allowed_origins: a page on another site cannot use the user's cookie (403)."""
     async with serve(security.app) as server:

@@ -32,8 +32,7 @@ def test_empty_rooms_are_deleted() -> None:
     for i in range(100):
         assert m.leave("a", f"room-{i}")
     assert m.rooms() == frozenset()
-    assert m._room_members == {}
-    assert m._snapshots == {}
+    assert all(m.fanout(f"room-{i}") == () for i in range(100))
 
 
 def test_remove_leaves_every_room() -> None:

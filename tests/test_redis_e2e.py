@@ -8,7 +8,6 @@ other as a server process of its own (tests/_redis_app.py), stopped by its PID.
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import signal
 import socket
@@ -18,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -28,26 +26,7 @@ from tests._redis_app import make_app
 from wsrooms import Hub
 from wsrooms.testing import Server, ServerName, WebSocketClient, connect, serve
 
-
-def _hub_spans_processes() -> bool:
-    try:
-        Hub("redis://127.0.0.1:1/0")
-    except NotImplementedError:
-        return False
-    return True
-
-
-# Until the hub of the lifecycle issue is merged, Hub("redis://...") raises
-# NotImplementedError: these tests then fail with exactly that, and pass after (strict).
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.xfail(
-        not _hub_spans_processes(),
-        reason="this build's Hub does not take a Redis URL yet",
-        raises=NotImplementedError,
-        strict=True,
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 logger = logging.getLogger("tests.redis")
 
@@ -95,11 +74,6 @@ async def server_process(kind: str, redis_url: str, log: Path) -> AsyncIterator[
                     os.kill(process.pid, signal.SIGKILL)
                     await process.wait()
                 await process.aclose()
-
-
-def statistics(hub: Hub) -> Any:
-    """`hub.statistics()`, called by name: main's Hub gains it with the lifecycle issue."""
-    return operator.methodcaller("statistics")(hub)
 
 
 async def subscribers(port: int, room: str) -> int:
@@ -162,7 +136,7 @@ async def test_an_asyncio_worker_and_a_trio_worker_share_a_room(
             assert await receive(a3, 1) == ["blue-marker"]
             assert await receive(b3, 1) == ["blue-marker"]
 
-            stats = statistics(hub)
+            stats = hub.statistics()
             assert stats.backend_connected
             assert stats.backend_outages == 0
             assert stats.publish_failures == 0
@@ -212,7 +186,7 @@ async def drain(client: WebSocketClient) -> None:
 async def test_outages_keep_local_rooms_working_and_show_in_statistics() -> None:
     """Redis frozen, then killed and restarted: joins, leaves, disconnects and broadcasts
     inside a worker go on (a new room too); cross-process delivery resumes by itself;
-    `statistics(hub)` counts the outage and the failed publishes."""
+    `hub.statistics()` counts the outage and the failed publishes."""
     async with running_redis() as redis:
         async with AsyncExitStack() as stack:
             one, hub1, two, hub2 = await stack.enter_async_context(two_workers(redis.url))
@@ -241,15 +215,15 @@ async def test_outages_keep_local_rooms_working_and_show_in_statistics() -> None
 
             # Killed: the outage is seen, local delivery goes on, then it is over.
             await redis.kill()
-            await wait_until(lambda: statistics(hub1).backend_outages >= 1, within=10)
-            await wait_until(lambda: not statistics(hub2).backend_connected, within=10)
+            await wait_until(lambda: hub1.statistics().backend_outages >= 1, within=10)
+            await wait_until(lambda: not hub2.statistics().backend_connected, within=10)
             async with one.connect("/ws/r") as x3:
                 await x.send("while down")
                 assert await receive(x3, 1) == ["while down"]
             await redis.start()
             back = await delivered(x, [y])
-            await wait_until(lambda: statistics(hub1).backend_connected, within=10)
-            stats = statistics(hub1)
+            await wait_until(lambda: hub1.statistics().backend_connected, within=10)
+            stats = hub1.statistics()
             assert stats.backend_outages >= 1
             assert stats.publish_failures >= 1  # "while down" did not reach worker two
             assert stats.backend_lost == 0

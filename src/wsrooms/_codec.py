@@ -125,7 +125,7 @@ class Rejected(Exception):
     """An inbound message that closes the connection: `code` and `reason` for the close.
 
     Args:
-        code: The close code (SPEC 1.4): 1003, 1007 or 1009.
+        code: The close code: 1003, 1007 or 1009.
         reason: The fixed, short reason sent to the client.
     """
 

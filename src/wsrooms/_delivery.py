@@ -1,37 +1,36 @@
-"""One bounded outbox per connection, drained by a writer task in the connection's group.
+"""One bounded outbox per connection, written by that connection's own writer task.
 
-A broadcast calls `Outbox.put` for every member; `put` never waits, so no member's socket
-can hold a broadcast up. The writer task drains every queued event per wake-up; it is
-started the first time it is needed, so an idle connection costs no task. When the queue
-is full the connection's `slow_consumer` policy applies.
-
-The direct write (asyncio). A task switch per member per broadcast costs more than the
-send itself (about 18 µs against 0.25 µs for a sequential `await send()` on this
-machine's uvloop), so on asyncio `put` first tries to write at once: when the writer is
-idle (not started, or parked) with nothing queued, it starts the ASGI `send` coroutine
-itself and runs it up to its first suspension. ASGI servers complete a send without
-suspending when the socket can take the frame (uvicorn awaits only a set `writable`
-event), so the frame is written with no task switch. If the coroutine does suspend (the
-socket is backed up), `put` does not wait: the half-run coroutine is handed to the writer
-task, which drives it to completion by forwarding whatever it awaits, so the frame is
-written exactly once and in order, and the broadcaster moves on. Later events queue
-behind it as usual.
-
-This is only done on asyncio, where a suspended coroutine awaits a plain future that any
-task may wait on. trio's suspension points belong to the task that reached them, so on
-trio every event goes through the writer task.
+A broadcast puts an event in every member's outbox and never awaits a socket. Only the
+member's writer task (in the member's own task group) calls its ASGI `send`, and it
+drains everything queued per wake-up. A member whose queue is full is judged by its
+socket: if a write has completed within `stall_timeout`, the member is moving and the
+broadcaster waits (at most that long) for room, which slows a flood down at its
+source; if not, it is a slow consumer and its `slow_consumer` policy applies.
+Delivery is at most once: a frame whose send was interrupted is never sent again.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Literal
 
 import anyio
 from starlette.types import Message
 
-__all__ = ["SLOW_CONSUMER_POLICIES", "Outbox", "SlowConsumerPolicy", "direct_writes_possible"]
+from ._park import Parker, make_parker
+
+__all__ = [
+    "DROPPED",
+    "QUEUED",
+    "SLOW_CONSUMER_POLICIES",
+    "WAIT",
+    "DropCount",
+    "Outbox",
+    "SlowConsumerPolicy",
+    "wait_for_room",
+]
 
 SlowConsumerPolicy = Literal["disconnect", "drop_oldest", "drop_newest"]
 SLOW_CONSUMER_POLICIES: tuple[SlowConsumerPolicy, ...] = (
@@ -42,217 +41,251 @@ SLOW_CONSUMER_POLICIES: tuple[SlowConsumerPolicy, ...] = (
 
 Send = Callable[[Message], Awaitable[None]]
 
-# The writer task's states.
-_ABSENT, _PARKED, _BUSY = 0, 1, 2
+#: What `Outbox.put` returns: queued; one event dropped by a drop policy; queued above
+#: the mark of a member that is moving, so the caller should `wait_for_room`.
+QUEUED, DROPPED, WAIT = 0, 1, 2
 
 
-def direct_writes_possible() -> bool:
-    """True on asyncio, where a send coroutine can be continued by another task."""
-    return anyio.get_cancelled_exc_class().__module__.partition(".")[0] == "asyncio"
+class DropCount:
+    """A count of dropped messages that several outboxes add to (a hub's total)."""
 
+    __slots__ = ("value",)
 
-class _Continue:
-    """Awaiting this drives a coroutine that another task started and that suspended.
-
-    What the coroutine awaits (`first`, then each later yield) is passed up to the
-    awaiting task's event loop, and what comes back (a result, or an exception such as a
-    cancellation) is passed down into the coroutine, exactly as `await` would.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self._coro, self._first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration:
-                    return
+    def __init__(self) -> None:
+        self.value = 0
 
 
 class Outbox:
-    """A bounded queue of ASGI send events with a slow-consumer policy.
+    """A bounded queue of ASGI send events and the writer that drains it.
 
     Args:
-        maxsize: Events the queue holds before the policy applies.
-        policy: `"disconnect"` calls `on_overflow` (once) and discards the queue;
-            `"drop_oldest"` discards the oldest queued event; `"drop_newest"` discards the
-            event being put. Drops are counted in `dropped`.
-        on_overflow: Called synchronously when the `"disconnect"` policy fires.
+        maxsize: Events queued before the member is judged (`send_queue_size`).
+        policy: What happens to a slow consumer: `"disconnect"` calls `on_slow` (once)
+            and discards the queue; `"drop_oldest"` / `"drop_newest"` drop and count.
+        stall_timeout: Seconds without a completed write after which a member with a
+            full queue is a slow consumer.
+        on_slow: Called synchronously when the `"disconnect"` policy fires.
     """
 
     __slots__ = (
+        "_cap",
         "_closed",
-        "_direct",
-        "_inflight",
+        "_context",
+        "_idle",
+        "_in_send",
+        "_mark_time",
+        "_mark_written",
         "_maxsize",
-        "_on_error",
-        "_on_overflow",
-        "_pending",
+        "_on_slow",
+        "_parker",
         "_policy",
         "_queue",
+        "_room",
         "_send",
-        "_start",
-        "_wake",
-        "_writer",
+        "_spawn",
+        "_started",
         "dropped",
+        "hub_drops",
+        "slow_consumer",
+        "stall_timeout",
+        "written",
     )
 
     def __init__(
-        self, maxsize: int, policy: SlowConsumerPolicy, on_overflow: Callable[[], None]
+        self,
+        maxsize: int,
+        policy: SlowConsumerPolicy,
+        stall_timeout: float,
+        on_slow: Callable[[], None],
     ) -> None:
         self._queue: deque[Message] = deque()
         self._maxsize = maxsize
+        # A moving member may go over `maxsize` by the events of broadcasters that wait
+        # for it; this caps even that.
+        self._cap = max(2 * maxsize, maxsize + 256)
         self._policy = policy
-        self._on_overflow = on_overflow
-        self._wake: anyio.Event | None = None
-        self._inflight: Message | None = None
-        # A send started by `put` that suspended: (coroutine, what it awaits, its event).
-        self._pending: tuple[Coroutine[Any, Any, Any], Any, Message] | None = None
+        self.stall_timeout = stall_timeout
+        self._on_slow = on_slow
         self._send: Send | None = None
-        self._on_error: Callable[[Exception], None] | None = None
-        self._start: Callable[[], object] | None = None
-        self._writer = _ABSENT
-        self._direct = False
+        self._spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object] | None = None
+        self._context: contextvars.Context | None = None
+        self._parker: Parker | None = None
+        self._started = False
         self._closed = False
+        self._room: anyio.Event | None = None  # set when the queue falls below the mark
+        self._idle: anyio.Event | None = None  # set when the writer has nothing to do
+        self._in_send = False
+        self._mark_written = 0
+        self._mark_time: float | None = None
+        self.written = 0
         self.dropped = 0
+        self.hub_drops: DropCount | None = None  # set by the hub that adopts the member
+        self.slow_consumer = False  # the "disconnect" policy fired
 
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def attach(
-        self, send: Send, on_error: Callable[[Exception], None], start: Callable[[], object]
+        self, send: Send, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
     ) -> None:
-        """Connect the outbox to its socket once the connection runs.
+        """Connect the outbox to its socket, from the connection's own task.
 
         Args:
-            send: The connection's ASGI `send`.
-            on_error: Called, instead of raising, when a direct write fails.
-            start: Starts `run` as the writer task in the connection's task group. The
-                writer is started only when first needed (an event queued, or a direct
-                write that has to wait), so an idle connection costs no task.
+            send: The connection's ASGI `send`, called only by the writer task.
+            spawn: Starts the writer in the connection's task group. The writer starts
+                when first needed, so an idle connection costs no task; it is started in
+                the connection's own context (a broadcaster's context variables, such as
+                a tracing span, never leak into it).
         """
         self._send = send
-        self._on_error = on_error
-        self._start = start
-        self._direct = not self._closed and direct_writes_possible()
+        self._spawn = spawn
+        self._context = contextvars.copy_context()
         if self._queue:
-            self._kick()
-
-    def put(self, event: Message) -> bool:
-        """Queue (or write at once) one event without waiting; true if one was dropped."""
-        queue = self._queue
-        if self._writer != _BUSY and self._direct and not queue:
-            self._write_now(event)
-            return False
-        if len(queue) >= self._maxsize:
-            if self._closed:
-                return False
-            if self._policy == "disconnect":
-                self.close()
-                self._on_overflow()
-                return False
-            self.dropped += 1
-            if self._policy == "drop_newest":
-                return True
-            queue.popleft()
-            queue.append(event)
-            return True
-        queue.append(event)
-        if self._writer != _BUSY:
-            self._kick()
-        return False
-
-    def _kick(self) -> None:
-        """Get the writer going: start it, or wake it where it is parked."""
-        if self._writer == _PARKED:
-            wake = self._wake
-            assert wake is not None
-            self._wake = None
-            self._writer = _BUSY
-            wake.set()
-        elif self._start is not None:
-            self._writer = _BUSY
             self._start()
 
-    def _write_now(self, event: Message) -> None:
-        """Run the send up to its first suspension; hand it to the writer if it suspends."""
-        assert self._send is not None
-        assert self._on_error is not None
-        coro = self._send(event)
-        try:
-            awaited = coro.send(None)  # type: ignore[attr-defined]
-        except StopIteration:
-            return  # written
-        except Exception as exc:
-            self._on_error(exc)  # the socket is gone
-            return
-        self._pending = (coro, awaited, event)  # type: ignore[assignment]
-        self._kick()
+    # ------------------------------------------------------------------ producers
+
+    def put(self, event: Message) -> int:
+        """Queue one event without waiting; `QUEUED`, `DROPPED` or `WAIT`."""
+        queue = self._queue
+        if len(queue) < self._maxsize:
+            queue.append(event)
+            parker = self._parker
+            if parker is not None:
+                self._parker = None
+                parker.unpark()
+            elif not self._started and self._spawn is not None:
+                self._start()
+            return QUEUED
+        return self._full(event)
+
+    def _full(self, event: Message) -> int:
+        if self._closed:
+            return QUEUED  # the connection is ending; nothing more goes out
+        if self._stalled() or len(self._queue) >= self._cap:
+            return self._overflow(event)
+        self._queue.append(event)  # the member is moving: the caller waits for room
+        return WAIT
+
+    def _stalled(self) -> bool:
+        """Whether one send has been in flight, with nothing written, for `stall_timeout`.
+
+        Judged only from what the writer is doing: a writer that has not run yet (the
+        scheduler's doing, not the socket's) is never stalled.
+        """
+        if not self._in_send:
+            self._mark_time = None
+            return False
+        now = anyio.current_time()
+        if self._mark_time is None or self.written != self._mark_written:
+            self._mark_written = self.written
+            self._mark_time = now
+            return False
+        return now - self._mark_time >= self.stall_timeout
+
+    def _overflow(self, event: Message | None) -> int:
+        """Apply the slow-consumer policy (to `event`, or to what is over the mark)."""
+        if self._policy == "disconnect":
+            self.slow_consumer = True
+            self.close()
+            self._on_slow()
+            return QUEUED
+        queue, dropped = self._queue, 0
+        if event is not None:
+            if self._policy == "drop_oldest":
+                queue.popleft()
+                queue.append(event)
+            dropped = 1
+        while len(queue) > self._maxsize:
+            queue.popleft() if self._policy == "drop_oldest" else queue.pop()
+            dropped += 1
+        if dropped:
+            self.dropped += dropped
+            if self.hub_drops is not None:
+                self.hub_drops.value += dropped
+        return DROPPED if dropped else QUEUED
+
+    async def wait_room(self, deadline: float) -> None:
+        """Wait until the queue is below its mark, or judge the member at `deadline`."""
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            while len(self._queue) >= self._maxsize and not self._closed:
+                room = self._room
+                if room is None:
+                    room = self._room = anyio.Event()
+                await room.wait()
+        if len(self._queue) >= self._maxsize and not self._closed and self._stalled():
+            self._overflow(None)
 
     def close(self) -> None:
         """Discard what is queued and accept nothing more."""
         self._closed = True
-        self._maxsize = 0
         self._queue.clear()
-        self._inflight = None
-        self._direct = False
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending[0].close()
+        self._maxsize = self._cap = 0
+        self._wake_waiters()
 
-    async def run(self) -> None:
-        """Write what is handed over and queued, until cancelled (the writer task's body)."""
+    # ------------------------------------------------------------------ the writer
+
+    def _start(self) -> None:
+        assert self._spawn is not None
+        assert self._context is not None
+        self._started = True
+        self._context.run(self._spawn, self._run)
+
+    async def _run(self) -> None:
+        """The writer task: write what is queued, park when there is nothing."""
         send = self._send
         assert send is not None
         queue = self._queue
         popleft = queue.popleft
+        parker = make_parker()
         try:
             while True:
-                await self._finish_pending()
                 while queue:
-                    # Kept aside until written: a send cancelled before it wrote (ASGI
-                    # servers check for cancellation before writing) is retried by `flush`.
-                    event = self._inflight = popleft()
-                    await send(event)
-                    self._inflight = None
-                wake = self._wake = anyio.Event()
-                self._writer = _PARKED
-                await wake.wait()
+                    self._in_send = True
+                    await send(popleft())
+                    self._in_send = False
+                    self.written += 1
+                    if self._room is not None and len(queue) < self._maxsize:
+                        self._room.set()
+                        self._room = None
+                if self._closed:
+                    return
+                idle = self._idle
+                if idle is not None:
+                    self._idle = None
+                    idle.set()
+                self._parker = parker
+                await parker.park()
         finally:
-            # The connection is ending: no direct writes and no new writer from now on.
-            self._direct = False
-            self._start = None
-            self._wake = None
-            self._writer = _ABSENT
+            self._parker = None
+            self.close()  # the connection is ending: nothing queued now goes out
 
-    async def _finish_pending(self) -> None:
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            coro, awaited, self._inflight = pending  # retried by `flush` if interrupted
-            await _Continue(coro, awaited)
-            self._inflight = None
+    def _wake_waiters(self) -> None:
+        for name in ("_room", "_idle"):
+            event = getattr(self, name)
+            if event is not None:
+                setattr(self, name, None)
+                event.set()
 
-    async def flush(self, send: Send) -> None:
-        """Write what the ended writer left: a suspended send, its interrupted event, then
-        the queue."""
-        await self._finish_pending()
-        if self._inflight is not None:
-            event, self._inflight = self._inflight, None
-            await send(event)
-        queue = self._queue
-        while queue:
-            await send(queue.popleft())
+    async def drained(self) -> None:
+        """Wait until the writer has written everything queued and is parked (or ended)."""
+        while self._started and not self._closed and self._parker is None:
+            idle = self._idle
+            if idle is None:
+                idle = self._idle = anyio.Event()
+            await idle.wait()
+
+
+async def wait_for_room(outboxes: Iterable[Outbox], bound: float) -> None:
+    """Wait, at most `bound` seconds in all, until each outbox is below its mark.
+
+    A member still full at the deadline whose writer made no progress is a slow
+    consumer: its policy applies then.
+    """
+    deadline = anyio.current_time() + bound
+    for outbox in outboxes:
+        await outbox.wait_room(deadline)

@@ -224,7 +224,9 @@ def _origin_headers(source: Mapping[str, Any]) -> list[str]:
 
 
 def origin_allowed(headers_or_scope: Mapping[str, Any], allowed: frozenset[str] | None) -> bool:
-    """Whether a handshake may go on, judged by its `Origin` header (SPEC 1.3).
+    """Whether a handshake may go on, judged by its `Origin` header.
+
+    See `BaseWSEndpoint.allowed_origins`.
 
     Args:
         headers_or_scope: The ASGI scope of the handshake, or its headers (Starlette's

@@ -22,7 +22,7 @@ from ._hub import Hub
 from ._membership import check_room
 from ._room_endpoint import RoomEndpoint
 
-__all__ = ["BaseRoom", "ConnectionsManager", "Room"]
+__all__ = ["BaseRoom", "ConnectionsManager", "Room", "RoomConnect"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -38,6 +38,13 @@ OPTIONS = frozenset(
         "json_dumps",
         "send_queue_size",
         "slow_consumer",
+        "slow_consumer_timeout",
+        "close_timeout",
+        "send_timeout",
+        "max_connections",
+        "max_rooms_per_connection",
+        "rate_limit",
+        "allowed_origins",
     }
 )
 _names = itertools.count(1)
@@ -91,7 +98,7 @@ class BaseRoom:
         local members is done when `push` returns; awaiting the result waits until the
         backend has taken the message (at once on an in-memory hub).
         """
-        return self.hub._publish_nowait(self.name, encode(message, self._dumps()), ())
+        return self.hub.publish_nowait(self.name, encode(message, self._dumps()), ())
 
     def _dumps(self) -> Callable[[Any], str | bytes]:
         return dumps
@@ -100,38 +107,45 @@ class BaseRoom:
 class _RoomConnection(RoomEndpoint):
     """The per-socket object of a room: a `RoomEndpoint` that runs the room's handlers."""
 
-    room: ClassVar[Room]
+    manager: ClassVar[Room]  # the Room (or ConnectionsManager) whose handlers run
     hub = Hub()  # replaced per room; keeps this base class from making its own
-    encoding = None
+    encoding = "json"  # the on_receive handler's mode, JSON without one
     args: tuple[Any, ...] = ()
 
     async def on_connect(self, websocket: WebSocket) -> None:
         # Join first: once the client sees the accept, it is a member of the room.
-        await self.join(self.room.name)
+        await self.join(self.manager.name)
         if websocket.application_state is WebSocketState.CONNECTING:
             await self.accept(websocket)
         else:  # accepted by the caller before connect()
             self._accepted = True
-        handler = self.room._on_connection
+        handler = self.manager._on_connection
         if handler is not None:
-            await handler(self.room._handler_room(), websocket, *self.args)
+            await handler(self.manager._handler_room(), websocket, *self.args)
 
     async def _background_handler(self, task_id: str, websocket: WebSocket, data: Any) -> Any:
-        handler = self.room._on_receive
+        handler = self.manager._on_receive
         if handler is not None:
-            return await handler(self.room._handler_room(), websocket, data)
+            return await handler(self.manager._handler_room(), websocket, data)
         return None
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
-        handler = self.room._on_disconnect
+        handler = self.manager._on_disconnect
         if handler is not None:
-            await handler(self.room._handler_room(), websocket, *self.args)
+            await handler(self.manager._handler_room(), websocket, *self.args)
 
 
-class _Connect:
-    """What `Room.connect` returns: await it (API 1) or `async with` it (API 2)."""
+class RoomConnect:
+    """What `Room.connect` returns: await it (API 1) or `async with` it (API 2).
 
-    __slots__ = ("_conn", "_websocket")
+    Awaiting it serves the socket until the client leaves, wsrooms reading it. As an
+    async context manager it serves the socket around the caller's block, which reads
+    the socket itself; what the block reads is held to the room's limits
+    (`max_message_size`, `rate_limit`, the frame type of `on_receive`), and `as` gives
+    the connection (`statistics()`, `websocket`).
+    """
+
+    __slots__ = ("_conn", "_lifecycle", "_restore", "_websocket")
 
     def __init__(self, room: Room, websocket: WebSocket, args: tuple[Any, ...]) -> None:
         self._websocket = websocket
@@ -139,14 +153,28 @@ class _Connect:
         # Starlette's state checks would run once per delivery and change nothing for a
         # data frame. The close frame still goes through `websocket.close`.
         send = getattr(websocket, "_send", websocket.send)
-        self._conn = room._connection_class(websocket.scope, websocket.receive, send)
+        receive = getattr(websocket, "_receive", websocket.receive)
+        self._conn = room._connection_class(websocket.scope, receive, send)
         self._conn.args = args
+        self._lifecycle = self._conn.lifecycle(websocket)
+        self._restore: Any = None
 
     def __await__(self) -> Generator[Any, None, None]:
-        return self._conn._serve(self._websocket).__await__()
+        return self._serve().__await__()
+
+    async def _serve(self) -> None:
+        async with self._lifecycle as serving:
+            if serving:
+                await self._conn._receive_loop()
 
     async def __aenter__(self) -> _RoomConnection:
-        await self._conn._enter(self._websocket)
+        # The caller reads through its own `websocket`, so its reads are checked there:
+        # Starlette offers no public hook, so the instance's receive is swapped for the
+        # block's duration and put back after.
+        websocket = self._websocket
+        self._restore = websocket._receive
+        websocket._receive = self._conn.checked_receive(self._restore)
+        await self._lifecycle.__aenter__()
         return self._conn
 
     async def __aexit__(
@@ -155,7 +183,10 @@ class _Connect:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return await self._conn._exit(exc)
+        try:
+            return await self._lifecycle.__aexit__(exc_type, exc, tb)
+        finally:
+            self._websocket._receive = self._restore
 
 
 class Room(BaseRoom):
@@ -178,7 +209,9 @@ class Room(BaseRoom):
         name: The room's name in the hub (default: a unique generated name).
         hub: The hub that holds the room (default: a new in-memory hub).
         **options: Options of the connections, as `RoomEndpoint` class attributes:
-            `max_tasks`, `max_message_size`, `exit_max_delay`, `idle_timeout`,
+            `max_tasks`, `max_message_size`, `max_connections`, `max_rooms_per_connection`,
+            `rate_limit`, `allowed_origins`, `exit_max_delay`, `idle_timeout`,
+            `close_timeout`, `send_timeout`, `slow_consumer_timeout`,
             `subprotocols`, `json_loads`, `json_dumps`, `send_queue_size`, `slow_consumer`.
 
     Raises:
@@ -203,7 +236,7 @@ class Room(BaseRoom):
         self._on_receive: Callable[..., Awaitable[Any]] | None = None
         self._on_connection: Callable[..., Awaitable[Any]] | None = None
         self._on_disconnect: Callable[..., Awaitable[Any]] | None = None
-        namespace: dict[str, Any] = {"room": self, "hub": self.hub, **options}
+        namespace: dict[str, Any] = {"manager": self, "hub": self.hub, **options}
         for codec in ("json_loads", "json_dumps"):
             if codec in namespace:
                 namespace[codec] = staticmethod(namespace[codec])
@@ -261,16 +294,16 @@ class Room(BaseRoom):
 
     # ------------------------------------------------------------------ connecting
 
-    def connect(self, websocket: WebSocket, *args: Any) -> _Connect:
+    def connect(self, websocket: WebSocket, *args: Any) -> RoomConnect:
         """Connect `websocket` to the room; extra `args` reach the connection handlers.
 
-        `await room.connect(websocket)` accepts the socket, joins the room, runs the
+        `await room.connect(websocket)` joins the room, accepts the socket, runs the
         receive loop until the client leaves, and cleans up. `async with
         room.connect(websocket):` does the same around a block that reads the socket
         itself (for example `async for message in websocket.iter_text()`); leaving the
         block ends the connection.
         """
-        return _Connect(self, websocket, args)
+        return RoomConnect(self, websocket, args)
 
     async def listen(self, websocket: WebSocket) -> None:
         """Read and discard what the client sends until it leaves (listen-only sockets).

@@ -43,9 +43,9 @@ class Backend(ABC):
       task group is cancelled afterwards.
     """
 
-    #: True when the backend carries nothing (one process): the hub then skips it on the
-    #: broadcast path entirely, and needs no `async with hub:`.
     local_only: bool = False
+    """True when the backend carries nothing (one process): the hub then skips it on the
+    broadcast path entirely, and needs no `async with hub:`."""
 
     @abstractmethod
     async def start(
