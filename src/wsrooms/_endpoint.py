@@ -135,8 +135,9 @@ class BaseWSEndpoint:
             room endpoint, `on_disconnect`); an overrun is logged at WARNING.
         idle_timeout: Seconds without an inbound message before the connection is closed
             with 1000 "idle timeout"; `None` (default) waits forever.
-        close_timeout: Seconds (default 5) a server-side close may take: flushing what is
-            queued, the close frame, then reading until the client's close frame.
+        close_timeout: Seconds (default 5) that bound each step of a server-side close:
+            flushing what is queued (room endpoints), then the close frame together with
+            reading until the client's close frame (RFC 6455 section 7.1.1).
         send_timeout: Seconds (default 10). While the receive loop is paused at
             `max_tasks`, a connection whose sends make no progress for this long is
             treated as gone (`on_disconnect` gets 1006): this is how a client that
