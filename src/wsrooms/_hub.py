@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from ._codec import dumps, encode
-from ._delivery import DROPPED, WAIT, DropCount, Outbox, wait_for_room
+from ._delivery import WAIT, DropCount, Outbox, wait_for_room
 from ._endpoint import ConnectionStatistics
 from ._exceptions import CloseCode, HubNotRunning
 from ._limits import safe
@@ -273,6 +273,7 @@ class Hub:
             conn.abort(CloseCode.GOING_AWAY, "server shutting down")
         logger.info("hub %r stopping; closing %d connection(s) with 1001", self.name, count)
         self._task_group = None
+        self._wake_settled()  # awaited pushes stop waiting for a publisher that stops
         try:
             with anyio.move_on_after(self.backend_timeout, shield=True) as scope:
                 await self._backend.stop()
@@ -517,13 +518,10 @@ class Hub:
         for conn in members:
             if exclude and conn in exclude:
                 continue
-            outcome = conn.deliver(event)
-            if outcome == WAIT:
+            if conn.deliver(event) == WAIT:  # drops are counted by the member's outbox
                 if full is None:
                     full = []
                 full.append(conn.outbox)
-            elif outcome == DROPPED:
-                pass  # counted by the member's outbox
         return full
 
     def _deliver(self, room: str | None, event: Message) -> None:
@@ -550,10 +548,7 @@ class Hub:
                     self._publish_failures += len(batch)
                     logger.debug("hub %r: publishing %d failed: %r", self.name, len(batch), exc)
                 self._settled += len(batch)
-                event = self._settle_event
-                if event is not None:
-                    self._settle_event = None
-                    event.set()
+                self._wake_settled()
             self._publisher = parker
             await parker.park()
 
@@ -565,6 +560,12 @@ class Hub:
                 if event is None:
                     event = self._settle_event = anyio.Event()
                 await event.wait()
+
+    def _wake_settled(self) -> None:
+        event = self._settle_event
+        if event is not None:
+            self._settle_event = None
+            event.set()
 
     @staticmethod
     def _wake(parker: Parker | None) -> None:

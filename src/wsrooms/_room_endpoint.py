@@ -12,7 +12,7 @@ from anyio.abc import TaskGroup
 from starlette.types import Receive, Scope, Send
 
 from ._codec import encode
-from ._delivery import DROPPED, SLOW_CONSUMER_POLICIES, WAIT, Outbox, SlowConsumerPolicy
+from ._delivery import SLOW_CONSUMER_POLICIES, WAIT, Outbox, SlowConsumerPolicy
 from ._endpoint import (
     _SEND_FAILED,
     BaseWSEndpoint,
@@ -184,11 +184,8 @@ class RoomEndpoint(BaseWSEndpoint):
         queue is full: then it waits for room while the socket is moving (at most
         `slow_consumer_timeout`), and the `slow_consumer` policy applies if it is not.
         """
-        outcome = self.deliver(encode(message, self.json_dumps))
-        if outcome == WAIT:
+        if self.deliver(encode(message, self.json_dumps)) == WAIT:
             await self.outbox.wait_room(anyio.current_time() + self.slow_consumer_timeout)
-        elif outcome == DROPPED:
-            pass  # counted by the outbox
 
     # ------------------------------------------------------------------ internals
 
