@@ -393,9 +393,11 @@ def test_all_is_the_public_surface() -> None:
 async def test_quirk_shutdown_with_connections_open(
     server_name: ServerName, anyio_backend_name: str
 ) -> None:
-    """On shutdown uvicorn closes with 1012 at once and tells the app; hypercorn waits its
-    graceful timeout, tells the app nothing and cancels it: 1011 on asyncio, a dropped
-    TCP connection (1006) on trio."""
+    """On shutdown uvicorn closes with 1012 at once and tells the app. hypercorn waits its
+    graceful timeout, then ends the connection: on trio it cancels the app, telling it
+    nothing, and the client sees the TCP connection drop (1006); on asyncio the client
+    sees 1011 with Python 3.11 (the app is told nothing) and 1006 with later Pythons (the
+    app is told 1006)."""
     app = apps.Recorder()
     timeout = 1.0
     async with serve(app, server=server_name, shutdown_timeout=timeout) as server:
@@ -411,8 +413,12 @@ async def test_quirk_shutdown_with_connections_open(
                 assert app.codes == [1012]
                 assert waited < timeout
             else:
-                assert ws.close_code == (1006 if anyio_backend_name == "trio" else 1011)
-                assert app.codes == []
+                if anyio_backend_name == "trio":
+                    assert (ws.close_code, app.codes) == (1006, [])
+                elif sys.version_info < (3, 12):
+                    assert (ws.close_code, app.codes) == (1011, [])
+                else:
+                    assert (ws.close_code, app.codes) == (1006, [1006])
                 assert waited >= timeout
         await server.shutdown()  # a second call is harmless
 
@@ -433,7 +439,6 @@ async def test_quirk_shutdown_waits_for_a_client_that_reads_nothing(
         with anyio.fail_after(5):
             closed = await read_until_closed(ws)
         assert closed.code == 1006
-    assert not app.done.is_set()
     aborted = [r for r in caplog.records if "aborting 1 client(s)" in r.getMessage()]
     assert len(aborted) == (1 if server_name == "hypercorn" else 0)
     cancelled = [
