@@ -322,6 +322,19 @@ async def test_a_client_that_stops_reading_holds_the_server_back(
             await app.done.wait()
 
 
+async def test_leaving_with_unread_messages_is_prompt(server_name: ServerName) -> None:
+    """A client that stopped reading still closes at once: it reads on while it closes.
+
+    (websockets' trio client alone would wait for its close timeout, then never leave
+    its nursery.)"""
+    app = apps.Flood(count=64, size=65536)
+    async with serve(app, server=server_name) as server:
+        with anyio.fail_after(2):
+            async with server.connect(receive_buffer=16384, close_timeout=5) as ws:
+                assert len(await ws.recv()) == app.size
+            assert ws.close_code == 1000
+
+
 async def test_connection_refused_raises_oserror() -> None:
     """Connecting to a port nobody listens on raises OSError."""
     with socket.socket() as sock:

@@ -413,8 +413,7 @@ class WebSocketClient:
             reason: The close reason to send.
         """
         _open_clients.pop(self, None)
-        if self.closed:
-            return
+        # Also when closed already: on trio that settles a reader left paused.
         with anyio.move_on_after(self._close_timeout, shield=True):
             async with anyio.create_task_group() as task_group:
                 # Read meanwhile: with unread messages the client has stopped reading,
