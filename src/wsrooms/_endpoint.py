@@ -36,6 +36,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import (
     WebSocket,
     WebSocketDisconnect,
+    WebSocketDisconnected,
     WebSocketState,
 )
 
@@ -51,12 +52,8 @@ logger = logging.getLogger("wsrooms")
 Encoding = Literal["json", "text", "bytes"] | None
 _ENCODINGS = ("json", "text", "bytes", None)
 
-try:  # Starlette >= 0.42 raises this from a send after the client left
-    from starlette.websockets import WebSocketDisconnected as _Disconnected
-
-    _GONE: tuple[type[Exception], ...] = (WebSocketDisconnect, _Disconnected)
-except ImportError:  # pragma: no cover - older Starlette
-    _GONE = (WebSocketDisconnect,)
+#: What a send or receive raises once the client has left.
+_GONE: tuple[type[Exception], ...] = (WebSocketDisconnect, WebSocketDisconnected)
 
 #: What a send raises once the socket is gone (uvicorn's RuntimeError: after it answered
 #: the client's close frame).
