@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cross-process fan-out: rooms that span two server processes on one Redis.
 
-    bench/.venv/bin/python bench/cross_process.py --wsrooms-ref HEAD    # 3 reps (~10 min)
+    bench/.venv/bin/python bench/cross_process.py --wsrooms-ref HEAD    # 3 reps (~8 min)
     bench/.venv/bin/python bench/cross_process.py --quick               # smoke: 1 rep, small
 
 One redis-server (loopback, ``--save '' --appendonly no``), two server processes of the
