@@ -25,7 +25,6 @@ import logging
 import types
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
@@ -44,8 +43,9 @@ from ._codec import JsonDumps, JsonLoads, Rejected, decode, dumps, encode
 from ._codec import loads as strict_loads
 from ._exceptions import CloseCode, InvalidMessage, JoinRefused
 from ._limits import TokenBucket, check_origins, check_rate_limit, origin_allowed, safe
+from ._stats import ConnectionStatistics
 
-__all__ = ["BaseWSEndpoint", "ConnectionStatistics", "ConnectionTaskGroup", "Lifecycle"]
+__all__ = ["BaseWSEndpoint", "ConnectionTaskGroup", "Lifecycle"]
 
 logger = logging.getLogger("wsrooms")
 
@@ -65,25 +65,6 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # the end is decided: tasks are being cancelled and unregistered
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatistics:
-    """A snapshot of one connection (`self.statistics()`).
-
-    Attributes:
-        tasks: Handler tasks running now.
-        queued: Outgoing messages waiting in the connection's outbox (room endpoints).
-        dropped: Messages dropped for this connection by a `drop_*` slow-consumer policy.
-        sent: Frames written to the socket through wsrooms so far.
-        messages: Messages received and handed to a task so far.
-    """
-
-    tasks: int
-    queued: int
-    dropped: int
-    sent: int
-    messages: int
 
 
 class _Refused(Exception):

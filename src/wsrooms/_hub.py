@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Hashable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -28,14 +27,14 @@ from starlette.types import Message
 
 from ._codec import dumps, encode
 from ._delivery import WAIT, DropCount, Outbox, wait_for_room
-from ._endpoint import ConnectionStatistics
 from ._exceptions import CloseCode, HubNotRunning
 from ._limits import safe
 from ._membership import Membership, check_room
 from ._park import Parker, make_parker
+from ._stats import ConnectionStatistics, HubStatistics
 from .backends import Backend, MemoryBackend
 
-__all__ = ["Hub", "HubStatistics", "Member", "Pending"]
+__all__ = ["Hub", "Member", "Pending"]
 
 logger = logging.getLogger("wsrooms")
 
@@ -70,39 +69,6 @@ class Member(Hashable, Protocol):
     def statistics(self) -> ConnectionStatistics:
         """A snapshot of the connection's counters."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class HubStatistics:
-    """A snapshot of a hub (`hub.statistics()`).
-
-    Attributes:
-        connections: Local connections now.
-        rooms: Rooms with local members now.
-        published: Broadcasts made through this hub in this process.
-        dropped: Messages dropped by the slow-consumer policies of this hub's connections,
-            since the hub was created.
-        slow_consumer_disconnects: Connections closed as slow consumers.
-        backend_connected: Whether the backend's link to other processes is up (always
-            true in memory).
-        backend_outages: Outages of that link begun so far.
-        publish_failures: Broadcasts whose cross-process copy was lost (the backend
-            failed or timed out, or the publisher's queue was full); local members had
-            theirs.
-        publish_queued: Broadcasts waiting for the publisher now.
-        backend_lost: Messages from other processes the backend lost on the way in.
-    """
-
-    connections: int
-    rooms: int
-    published: int
-    dropped: int
-    slow_consumer_disconnects: int
-    backend_connected: bool
-    backend_outages: int
-    publish_failures: int
-    publish_queued: int
-    backend_lost: int
 
 
 class Pending:

@@ -16,7 +16,6 @@ from ._delivery import SLOW_CONSUMER_POLICIES, WAIT, Outbox, SlowConsumerPolicy
 from ._endpoint import (
     _SEND_FAILED,
     BaseWSEndpoint,
-    ConnectionStatistics,
     _check_count,
     _check_seconds,
 )
@@ -24,6 +23,7 @@ from ._exceptions import CloseCode, JoinRefused
 from ._hub import Hub
 from ._limits import safe
 from ._membership import check_room
+from ._stats import ConnectionStatistics
 
 __all__ = ["RoomEndpoint"]
 
