@@ -237,3 +237,51 @@ async def test_a_flood_slows_its_sender_and_drops_no_reader(server_name: ServerN
         with anyio.fail_after(10):
             await cls.gone.wait()
         assert cls.codes["stuck"] == 1008
+
+
+async def test_a_flood_of_unawaited_pushes_drops_no_reader(server_name: ServerName) -> None:
+    """The decorator API's caller-owned loop pushes without awaiting into a room of 30
+    readers for 5 s: the pushing connection waits for room before its next read, so no
+    reader is dropped, and every reader gets every message in order."""
+    from starlette.routing import WebSocketRoute as Route
+
+    from wsrooms import Room
+
+    room = Room(send_queue_size=64)
+
+    async def chat(websocket: WebSocket) -> None:
+        async with room.connect(websocket):
+            async for message in websocket.iter_text():
+                room.push(message)  # not awaited
+
+    app = Starlette(routes=[Route("/ws", chat)])
+    async with serve(app, server=server_name) as server, AsyncExitStack() as stack:
+        readers = [
+            await stack.enter_async_context(connect(server.ws_url("/ws"))) for _ in range(30)
+        ]
+        flooder = await stack.enter_async_context(connect(server.ws_url("/ws")))
+        sent = 0
+        got: dict[int, list[int]] = {}
+
+        async def flood() -> None:
+            nonlocal sent
+            deadline = anyio.current_time() + 5
+            while sent < 1_000_000 and anyio.current_time() < deadline:
+                await flooder.send(f"{sent:07d}" + "z" * 4000)
+                sent += 1
+            await flooder.send("end")
+
+        async def read(index: int, ws: WebSocketClient) -> None:
+            indices = got.setdefault(index, [])
+            while (message := await ws.recv()) != "end":
+                indices.append(int(message[:7]))
+
+        with anyio.fail_after(50):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(flood)
+                for index, reader in enumerate([*readers, flooder]):  # it hears itself too
+                    tg.start_soon(read, index, reader)
+        assert sent >= 100, sent
+        assert all(indices == list(range(sent)) for indices in got.values())
+        assert room.hub.statistics().slow_consumer_disconnects == 0
+        assert len(room.connections) == 31

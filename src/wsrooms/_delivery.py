@@ -29,6 +29,10 @@ __all__ = [
     "DropCount",
     "Outbox",
     "SlowConsumerPolicy",
+    "owe_room",
+    "pay",
+    "start_owing",
+    "stop_owing",
     "wait_for_room",
 ]
 
@@ -44,6 +48,38 @@ Send = Callable[[Message], Awaitable[None]]
 #: What `Outbox.put` returns: queued; one event dropped by a drop policy; queued above
 #: the mark of a member that is moving, so the caller should `wait_for_room`.
 QUEUED, DROPPED, WAIT = 0, 1, 2
+
+#: The outboxes a connection's un-awaited pushes left above their mark: the connection
+#: waits for room in them before it reads its client's next message, so a flood made of
+#: pushes nobody awaits is slowed at its source too. Set per connection (its own task
+#: and, by inheritance, its handler tasks); `None` outside a connection.
+_OWED: contextvars.ContextVar[list[Outbox] | None] = contextvars.ContextVar(
+    "wsrooms_owed_room", default=None
+)
+
+
+def owe_room(outboxes: list[Outbox]) -> None:
+    """Record that the current connection should wait for room in `outboxes`."""
+    owed = _OWED.get()
+    if owed is not None:
+        owed.extend(outboxes)
+
+
+def start_owing() -> tuple[list[Outbox], contextvars.Token[list[Outbox] | None]]:
+    """Give the current connection (its task and the tasks it starts) a debt list; the
+    token resets it when the connection ends."""
+    owed: list[Outbox] = []
+    return owed, _OWED.set(owed)
+
+
+def stop_owing(token: contextvars.Token[list[Outbox] | None]) -> None:
+    _OWED.reset(token)
+
+
+async def pay(owed: list[Outbox]) -> None:
+    """Wait for room in what the connection's pushes left full (bounded), then forget it."""
+    await wait_for_room(owed, owed[0].stall_timeout)
+    owed.clear()
 
 
 class DropCount:

@@ -41,6 +41,7 @@ from starlette.websockets import (
 
 from ._codec import JsonDumps, JsonLoads, Rejected, decode, dumps, encode
 from ._codec import loads as strict_loads
+from ._delivery import pay, start_owing, stop_owing
 from ._exceptions import CloseCode, InvalidMessage, JoinRefused
 from ._limits import TokenBucket, check_origins, check_rate_limit, origin_allowed, safe
 from ._stats import ConnectionStatistics
@@ -233,6 +234,7 @@ class BaseWSEndpoint:
         self._task_count = 0
         self._sending = 0
         self._sent = 0
+        self._owed: list[Any] = []
 
     def __await__(self) -> Generator[Any, None, None]:
         return self.dispatch().__await__()
@@ -547,9 +549,12 @@ class BaseWSEndpoint:
         assert tasks is not None
         start_soon = tasks.start_soon
         run_task = self._run_task
+        owed = self._owed
         while True:
             if self._running >= max_tasks and not await self._wait_for_slot():
                 return
+            if owed:  # un-awaited pushes left moving members full: slow the source
+                await pay(owed)
             if idle is None:
                 message = await receive()
             else:
@@ -692,7 +697,11 @@ class BaseWSEndpoint:
         max_size = self.max_message_size
         bucket = TokenBucket(*self.rate_limit) if self.rate_limit is not None else None
 
+        owed = self._owed
+
         async def checked() -> Message:
+            if owed:  # un-awaited pushes left moving members full: slow the source
+                await pay(owed)
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
@@ -764,13 +773,14 @@ class Lifecycle:
     (within `close_timeout`) before it is cancelled and the close frame goes out.
     """
 
-    __slots__ = ("_endpoint", "_refused", "_stack", "_websocket")
+    __slots__ = ("_endpoint", "_owing", "_refused", "_stack", "_websocket")
 
     def __init__(self, endpoint: BaseWSEndpoint, websocket: WebSocket) -> None:
         self._endpoint = endpoint
         self._websocket = websocket
         self._stack: AsyncExitStack | None = None
         self._refused: anyio.CancelScope | None = None
+        self._owing: Any = None
 
     async def __aenter__(self) -> bool:
         endpoint = self._endpoint
@@ -779,6 +789,8 @@ class Lifecycle:
             self._refused.cancel()
             self._refused.__enter__()
             return False
+        # What this connection's un-awaited pushes owe, seen by its tasks (they inherit it).
+        endpoint._owed, self._owing = start_owing()
         stack = self._stack = AsyncExitStack()
         try:
             service = await stack.enter_async_context(anyio.create_task_group())
@@ -837,6 +849,7 @@ class Lifecycle:
             raise
         finally:
             endpoint._tasks = endpoint.task_group = None
+            stop_owing(self._owing)
             await self._clean_up()
         return not reraise and (suppress or bool(absorbed))
 

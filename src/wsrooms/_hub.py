@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from ._codec import dumps, encode
-from ._delivery import WAIT, DropCount, Outbox, wait_for_room
+from ._delivery import WAIT, DropCount, Outbox, owe_room, wait_for_room
 from ._exceptions import CloseCode, HubNotRunning
 from ._limits import safe
 from ._membership import Membership, check_room
@@ -458,6 +458,8 @@ class Hub:
             self._check_running()
         full = self._fanout(room, event, exclude)
         self._published_count += 1
+        if full:
+            owe_room(full)  # waited for before the pushing connection reads again
         if self._local:
             return Pending(None, 0, full) if full else _DONE
         queue = self._publish_queue
