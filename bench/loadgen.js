@@ -225,8 +225,11 @@ function openRawClient(role, room, onPayload) {
       clearTimeout(timer);
       resolve(client);
     };
+    // Returns false once the socket's user-space buffer is past its high-water mark (the
+    // kernel did not take everything): the sender then waits for 'drain' (backpressure).
     const sendRaw = (opcode, text) => {
-      if (!sock.destroyed) sock.write(maskedFrame(opcode, text));
+      if (sock.destroyed) return false;
+      return sock.write(maskedFrame(opcode, text));
     };
     const onFrame = (opcode, buf, start, end) => {
       if (opcode === 8) {
@@ -370,6 +373,19 @@ function openRawClient(role, room, onPayload) {
       },
       isOpen() {
         return !state.ended;
+      },
+      // Resolves once the socket's buffered writes have gone to the kernel (or it closed).
+      drain() {
+        if (sock.destroyed || sock.writableLength === 0) return Promise.resolve();
+        return new Promise((resolve) => {
+          const done = () => {
+            sock.off('drain', done);
+            sock.off('close', done);
+            resolve();
+          };
+          sock.on('drain', done);
+          sock.on('close', done);
+        });
       },
       destroy() {
         sock.destroy();
@@ -752,9 +768,162 @@ async function churn() {
   };
 }
 
+
+// --- flood -------------------------------------------------------------------------------
+
+// One client sends as fast as its socket takes data into a room of R readers that read
+// everything, for `duration` seconds or `messages` messages, whichever comes first. The
+// publisher honours TCP backpressure (it waits for 'drain' when its socket's buffer is
+// full), so a server that slows a flood at its source makes the publisher wait; one that
+// buffers lets it run ahead. Reported: the readers' deliveries/s from the first send to
+// the last receipt (everything sent has to arrive, within a bounded drain), how many
+// readers the server closed (and with which codes), the backlog still to deliver when the
+// flood stopped, and what was still missing after the drain.
+async function flood() {
+  const R = cfg.readers;
+  const M = cfg.messages;
+  const size = cfg.size || 100;
+  const batch = cfg.batch || 32; // messages written between two turns of the event loop
+  const room = 'flood';
+  const sendTime = new Float64Array(M);
+  const latCap = Math.min(M * R, 4_000_000);
+  const lat = new Float64Array(latCap);
+  let latN = 0;
+  let deliveries = 0;
+  let gaps = 0;
+  let orderViolations = 0;
+  let warmSeen = 0;
+  let measuring = false;
+  let lastRecv = 0;
+
+  const readers = [];
+  const makeHandler = (m) => (buf, off) => {
+    const seq = parseSeq(buf, off);
+    if (seq < 0) {
+      if (!m.warm) {
+        m.warm = true;
+        warmSeen++;
+      }
+      return;
+    }
+    const t = now();
+    if (seq !== m.next) {
+      if (seq > m.next) gaps += seq - m.next;
+      else orderViolations++;
+    }
+    if (seq >= m.next) m.next = seq + 1;
+    m.received++;
+    deliveries++;
+    lastRecv = t;
+    if (measuring && latN < latCap) lat[latN++] = t - sendTime[seq];
+  };
+  await pool(R, 50, async () => {
+    const m = { next: 0, received: 0, warm: false, client: null };
+    m.client = await openRawClient('sub', room, makeHandler(m));
+    readers.push(m);
+  });
+  const pub = await openRawClient('pub', room, null);
+
+  const warmDeadline = now() + 15000;
+  while (warmSeen < R && now() < warmDeadline) {
+    pub.send(warmPayload(size));
+    await sleep(20);
+  }
+  if (warmSeen < R) throw new Error(`only ${warmSeen} of ${R} readers got the warm-up`);
+  await sleep(cfg.warmSettleMs || 300);
+
+  await mark('start');
+  measuring = true;
+  const t0 = now();
+  const deadline = t0 + cfg.duration * 1000;
+  let sent = 0;
+  let drainWaits = 0;
+  while (sent < M && now() < deadline && pub.isOpen()) {
+    let taken = true;
+    for (let b = 0; b < batch && sent < M; b++) {
+      sendTime[sent] = now();
+      taken = pub.send(payload(sent, size));
+      sent++;
+      if (!taken) break;
+    }
+    if (taken) {
+      await new Promise(setImmediate); // let the readers' reads run
+    } else {
+      drainWaits++;
+      let timer;
+      await Promise.race([
+        pub.drain(),
+        new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - now())))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+  const tStop = now();
+  const deliveriesAtStop = deliveries;
+  const receivedAtStop = readers.map((m) => m.received);
+
+  // Bounded drain: what is still on its way (in the server or the kernel) arrives, or not.
+  const isDropped = (m) => m.client.state.ended || m.client.state.closeCode !== null;
+  const drainUntil = now() + (cfg.drainMs || 5000);
+  while (now() < drainUntil && readers.some((m) => !isDropped(m) && m.next < sent)) {
+    await sleep(5);
+  }
+  const drainedAll = !readers.some((m) => !isDropped(m) && m.next < sent);
+  const tEnd = drainedAll ? Math.max(lastRecv, tStop) : now();
+  await mark('end');
+  const dropped = readers.filter(isDropped);
+  const closeCodes = {};
+  for (const m of dropped) {
+    const code = m.client.state.closeCode === null ? 'no close frame' : m.client.state.closeCode;
+    closeCodes[code] = (closeCodes[code] || 0) + 1;
+  }
+  let undelivered = 0;
+  let backlog = 0;
+  readers.forEach((m, i) => {
+    if (isDropped(m)) return;
+    undelivered += Math.max(0, sent - m.next);
+    backlog += Math.max(0, sent - receivedAtStop[i]);
+  });
+  const live = readers.filter((m) => !isDropped(m)).length;
+  const minShare = receivedAtStop.length
+    ? Math.min(...receivedAtStop) / Math.max(1, Math.max(...receivedAtStop))
+    : null;
+  const sending = (tStop - t0) / 1000;
+  const elapsed = (tEnd - t0) / 1000;
+  const pct = percentiles(lat, latN);
+  const publisherClosed = !pub.isOpen() || pub.state.closeCode !== null;
+  const result = {
+    readers: R,
+    size,
+    messages_sent: sent,
+    sending_s: sending,
+    messages_per_s: sent / sending,
+    deliveries,
+    deliveries_at_stop: deliveriesAtStop,
+    elapsed_s: elapsed,
+    drained_all: drainedAll,
+    deliveries_per_s: deliveries / elapsed,
+    readers_dropped: dropped.length,
+    close_codes: closeCodes,
+    publisher_closed: publisherClosed,
+    publisher_close_code: pub.state.closeCode,
+    drain_waits: drainWaits,
+    backlog_at_stop: backlog,
+    backlog_per_reader_at_stop: live ? backlog / live : null,
+    undelivered_after_drain: undelivered,
+    drain_s: (tEnd - tStop) / 1000,
+    min_reader_share: minShare,
+    latency_ms: pct,
+    gaps,
+    order_violations: orderViolations,
+  };
+  await closeAll(readers.map((m) => m.client).concat([pub]), 3000);
+  return result;
+}
+
 // ---------------------------------------------------------------------------------------
 
-const SCENARIOS = { fanout, slow: fanout, idle, echo, churn };
+const SCENARIOS = { fanout, slow: fanout, idle, echo, churn, flood };
 
 (async () => {
   const run = SCENARIOS[cfg.scenario];

@@ -5,6 +5,7 @@
     python bench/run.py                         # everything, 3 interleaved repetitions
     python bench/run.py --quick                 # smoke run (CI): 1 repetition, small sizes
     python bench/run.py --scenarios fanout,idle --targets websockets,starlette-loop --reps 1
+    python bench/run.py --wsrooms-ref 5359757 --wsrooms-ref HEAD   # before/after, one run
 
 The server under test runs pinned to core 0 and the load generator (Node.js,
 bench/loadgen.js) to core 1. Both processes' CPU time and RSS are sampled at the edges of
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,20 @@ HOST = "127.0.0.1"
 class Target:
     label: str
     module: str  # bench/targets/<module>.py
-    server: str  # uvicorn | hypercorn-trio | native
-    family: str  # asyncio | trio: which baselines its ratios use
+    server: str  # uvicorn | hypercorn-asyncio | hypercorn-trio | native
+    family: str  # asyncio | hypercorn-asyncio | trio: which baselines its ratios use
     proto: str = "ws"  # ws | sio (Engine.IO v4 framing)
     echo: bool = False  # serves /echo
     stats: bool = False  # serves /stats (hub.dropped)
     scenarios: frozenset[str] | None = None  # None: every scenario
     env: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    ref: str | None = None  # --wsrooms-ref given more than once: the git ref measured
+    base: str = ""  # the label without "@ref"
+
+
+def is_wsrooms(target: Target) -> bool:
+    return target.module.startswith("wsrooms_")
 
 
 TARGETS: list[Target] = [
@@ -83,7 +90,7 @@ TARGETS: list[Target] = [
         "uvicorn",
         "asyncio",
         stats=True,
-        note="Room, decorator API 2, un-awaited push()",
+        note="Room, decorator API 2; the publisher (not connected) awaits push()",
     ),
     Target(
         "starlette-loop",
@@ -151,6 +158,32 @@ TARGETS: list[Target] = [
         note="websockets.trio server + await broadcast(), no ASGI",
     ),
     Target(
+        "wsrooms-endpoint-hca",
+        "wsrooms_endpoint",
+        "hypercorn-asyncio",
+        "hypercorn-asyncio",
+        stats=True,
+        scenarios=frozenset({"flood"}),
+        note="RoomEndpoint on hypercorn's asyncio worker (uvloop), flood only",
+    ),
+    Target(
+        "wsrooms-room-hca",
+        "wsrooms_room",
+        "hypercorn-asyncio",
+        "hypercorn-asyncio",
+        stats=True,
+        scenarios=frozenset({"flood"}),
+        note="Room API 2 on hypercorn's asyncio worker (uvloop), flood only",
+    ),
+    Target(
+        "starlette-loop-hca",
+        "starlette_loop",
+        "hypercorn-asyncio",
+        "hypercorn-asyncio",
+        scenarios=frozenset({"flood"}),
+        note="sequential loop on hypercorn's asyncio worker (uvloop), flood only",
+    ),
+    Target(
         "wsrooms-endpoint-drop",
         "wsrooms_endpoint",
         "uvicorn",
@@ -164,8 +197,26 @@ TARGETS: list[Target] = [
 BY_LABEL = {t.label: t for t in TARGETS}
 BASELINES = {
     "asyncio": ("starlette-loop", "websockets"),
+    "hypercorn-asyncio": ("starlette-loop-hca", "websockets"),
     "trio": ("starlette-loop-trio", "websockets-trio"),
 }
+
+
+def expand_refs(refs: dict[str, Path]) -> None:
+    """With two or more wsrooms refs: one copy of every wsrooms target per ref, labelled
+    `<target>@<ref>`, each served from that ref's snapshot (peers are run once)."""
+    global TARGETS, BY_LABEL
+    expanded: list[Target] = []
+    for t in TARGETS:
+        if is_wsrooms(t):
+            for ref in refs:
+                expanded.append(replace(t, label=f"{t.label}@{ref}", ref=ref, base=t.label))
+        else:
+            expanded.append(t)
+    TARGETS = expanded
+    BY_LABEL = {t.label: t for t in TARGETS}
+
+
 SEND_QUEUE_SIZE = 256  # wsrooms targets: well above the fan-out window (and small enough
 # that a stuck member hits the slow-consumer policy within the slow scenario)
 
@@ -229,6 +280,17 @@ def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
                     pauseMs=200,
                 )
             ],
+            "flood": [
+                dict(
+                    variant="10 readers",
+                    readers=10,
+                    messages=2000,
+                    size=100,
+                    duration=1,
+                    drainMs=2500,
+                    warmSettleMs=100,
+                )
+            ],
         }
     return {
         "fanout": [
@@ -288,15 +350,27 @@ def scenario_plan(quick: bool) -> dict[str, list[dict[str, Any]]]:
                 duration=90,
             )
         ],
+        "flood": [
+            dict(
+                variant="30 readers",
+                readers=30,
+                messages=50000,
+                size=100,
+                duration=10,
+                drainMs=10000,
+            )
+        ],
     }
 
 
-SCENARIOS = ["fanout", "slow", "idle", "echo", "churn"]
+SCENARIOS = ["fanout", "slow", "idle", "echo", "churn", "flood"]
 
 
 def target_runs_scenario(target: Target, scenario: str) -> bool:
     if target.scenarios is not None and scenario not in target.scenarios:
         return False
+    if scenario == "flood":
+        return True  # every server, every target (hypercorn-asyncio targets: only this)
     if scenario == "echo":
         return target.echo
     return True
@@ -462,15 +536,16 @@ def query_stats(port: int) -> dict[str, Any] | None:
         return {"error": repr(exc)}
 
 
-WSROOMS_SRC: Path | None = None  # a snapshot of src/ (--wsrooms-ref), else the installed one
+WSROOMS_SRC: Path | None = None  # a snapshot of src/ (one --wsrooms-ref), else the installed one
+REF_SRC: dict[str, Path] = {}  # several --wsrooms-ref: each ref's snapshot of src/
+REFS: list[str] = []  # those refs, in the order given (the first is "before")
 
 
-def child_env() -> dict[str, str]:
+def child_env(target: Target | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if WSROOMS_SRC is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(WSROOMS_SRC), env.get("PYTHONPATH", "")) if p
-        )
+    src = REF_SRC[target.ref] if target is not None and target.ref else WSROOMS_SRC
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -479,22 +554,49 @@ def git(*args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def snapshot_wsrooms(ref: str, into: Path) -> str:
-    """Extract src/wsrooms at git `ref` into `into` (read-only use of the repository), so
-    that a long run measures one version even while the working tree changes."""
+def snapshot_wsrooms(ref: str, into: Path) -> dict[str, Any]:
+    """Copy wsrooms as of `ref` to `into`/src (read-only use of the repository), so that a
+    long run measures one version even while the working tree changes.
+
+    `ref` is a git ref of this repository, or the folder of a work tree (another `git
+    worktree`, say), whose src/wsrooms is copied as it is on disk, uncommitted changes
+    included; its HEAD, whether it was dirty and a digest of the copied files are recorded.
+    """
+    folder = Path(ref)
+    if folder.is_dir() and (folder / "src" / "wsrooms").is_dir():
+        shutil.copytree(
+            folder / "src" / "wsrooms",
+            into / "src" / "wsrooms",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in sorted((into / "src" / "wsrooms").rglob("*.py")):
+            digest.update(str(path.relative_to(into)).encode() + b"\0" + path.read_bytes())
+
+        def there(*args: str) -> str:
+            proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+            return proc.stdout.strip() if proc.returncode == 0 else ""
+
+        return {
+            "from": f"the work tree {folder}",
+            "commit": there("rev-parse", "HEAD") or None,
+            "dirty": bool(there("status", "--porcelain", "--", "src/wsrooms")),
+            "digest": digest.hexdigest()[:12],
+        }
     sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
     if not sha:
-        sys.exit(f"--wsrooms-ref {ref!r} is not a commit of {REPO}")
+        sys.exit(f"--wsrooms-ref {ref!r} is neither a commit of {REPO} nor a work tree")
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", sha, "src/wsrooms"], capture_output=True, check=True
     )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return sha
+    return {"from": f"git {ref}", "commit": sha}
 
 
-def wsrooms_source(ref: str | None, sha: str | None) -> dict[str, Any]:
-    if sha:
-        return {"from": f"git {ref}", "commit": sha}
+def wsrooms_source() -> dict[str, Any]:
+    """The installed (editable) working tree's state."""
     dirty = bool(git("status", "--porcelain", "--", "src/wsrooms"))
     return {"from": "the working tree", "commit": git("rev-parse", "HEAD") or None, "dirty": dirty}
 
@@ -510,7 +612,7 @@ class Server:
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self) -> Server:
-        env = child_env()
+        env = child_env(self.target)
         env["BENCH_SEND_QUEUE_SIZE"] = str(SEND_QUEUE_SIZE)
         env.update(self.target.env)
         argv = [sys.executable, str(BENCH / "serve.py"), "--target", self.target.module]
@@ -656,7 +758,7 @@ def derive(
 ) -> dict[str, Any]:
     """Figures of one run from the load generator's result and the harness's samples."""
     out: dict[str, Any] = {}
-    if scenario in ("fanout", "slow", "echo"):
+    if scenario in ("fanout", "slow", "echo", "flood"):
         a, b = marks["start"], marks["end"]
         out.update(window(a, b))
         out["server_rss_start"] = a["server_rss"]
@@ -681,6 +783,7 @@ def derive(
         out["round_trips_per_s"] = result["round_trips_per_s"]
         out["p50_ms"] = result["latency_ms"]["p50"]
         out["p99_ms"] = result["latency_ms"]["p99"]
+        add_cpu_cost(scenario, out)
     if scenario == "idle":
         a, b = marks["before"], marks["idle"]
         opened = max(1, result["opened"])
@@ -690,6 +793,23 @@ def derive(
         out["rss_after_message"] = marks["after_message"]["server_rss"]
         out["connections_per_s_open"] = result["connections_per_s_open"]
         out.update(window(a, b))
+    if scenario == "flood":
+        for key in (
+            "deliveries_per_s",
+            "messages_per_s",
+            "readers_dropped",
+            "backlog_per_reader_at_stop",
+            "undelivered_after_drain",
+            "drain_s",
+            "min_reader_share",
+        ):
+            out[key] = result[key]
+        out["p50_ms"] = result["latency_ms"]["p50"]
+        out["p99_ms"] = result["latency_ms"]["p99"]
+        if out["deliveries_per_s"]:
+            out["server_us_per_delivery"] = (
+                1e6 * out["server_cpu_pct"] / 100 / out["deliveries_per_s"]
+            )
     if scenario == "churn":
         a, b = marks["warm"], marks["end"]
         out.update(window(a, b))
@@ -697,7 +817,25 @@ def derive(
         out["rss_after_warmup"] = a["server_rss"]
         out["rss_after_all"] = b["server_rss"]
         out["rss_growth"] = b["server_rss"] - a["server_rss"]
+        add_cpu_cost(scenario, out)
     return out
+
+
+# Per scenario: server CPU µs per unit of work (lower is better). CPU time per operation
+# barely depends on how much of the core other tenants took, unlike a rate.
+CPU_COST = {
+    "fanout": ("server_us_per_delivery", "deliveries_per_s"),
+    "slow": ("server_us_per_delivery", "deliveries_per_s"),
+    "flood": ("server_us_per_delivery", "deliveries_per_s"),
+    "echo": ("server_us_per_round_trip", "round_trips_per_s"),
+    "churn": ("server_us_per_connection", "connections_per_s"),
+}
+
+
+def add_cpu_cost(scenario: str, out: dict[str, Any]) -> None:
+    key, rate = CPU_COST[scenario]
+    if out.get(key) is None and out.get(rate) and out.get("server_cpu_pct") is not None:
+        out[key] = 1e6 * out["server_cpu_pct"] / 100 / out[rate]
 
 
 def check(scenario: str, variant: dict[str, Any], r: dict[str, Any]) -> str | None:
@@ -721,6 +859,20 @@ def check(scenario: str, variant: dict[str, Any], r: dict[str, Any]) -> str | No
             return f"{r['mismatches']} echo replies out of order"
         if not r["round_trips"]:
             return "no round trip completed"
+    if scenario == "flood":
+        problems = []
+        if r["readers_dropped"]:
+            codes = ", ".join(f"{n}× {code}" for code, n in r["close_codes"].items())
+            problems.append(f"{r['readers_dropped']} of {r['readers']} readers dropped ({codes})")
+        if r["publisher_closed"]:
+            problems.append(f"the flooding client was closed ({r['publisher_close_code']})")
+        if r["order_violations"]:
+            problems.append(f"{r['order_violations']} messages out of order")
+        if r["gaps"]:
+            problems.append(f"{r['gaps']} messages lost (gaps in the sequence)")
+        if not r["deliveries_at_stop"]:
+            problems.append("nothing delivered")
+        return "; ".join(problems) or None
     if scenario == "churn":
         if r["failed"]:
             return f"{r['failed']} of {r['cycles']} connect/close cycles failed"
@@ -803,7 +955,14 @@ HEADLINE = {
     "idle": ("rss_per_conn_kb", False),
     "echo": ("round_trips_per_s", True),
     "churn": ("connections_per_s", True),
+    "flood": ("deliveries_per_s", True),
 }
+
+
+def measured(r: dict[str, Any]) -> bool:
+    """Whether a run's figures count: a passed run, or a flood run that completed but
+    found readers dropped or messages lost (its figures are the finding)."""
+    return bool(r["ok"] or (r["scenario"] == "flood" and r.get("loadgen")))
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -815,9 +974,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["scenario"], r["variant"], r["target"]), []).append(r)
+    for r in runs:  # results written before CPU costs were derived for every scenario
+        if r["scenario"] in CPU_COST and measured(r):
+            add_cpu_cost(r["scenario"], r)
     summary: dict[str, Any] = {}
     for (scenario, variant, label), rs in groups.items():
-        ok = [r for r in rs if r["ok"]]
+        ok = [r for r in rs if measured(r)]
         keys = sorted(
             {
                 k
@@ -841,6 +1003,22 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             ]
             entry["server_stats"] = [r["server_stats"] for r in rs if r.get("server_stats")]
             entry["undelivered"] = [r["loadgen"].get("undelivered") for r in rs if r.get("loadgen")]
+        if scenario == "flood":
+            entry["flood"] = [
+                {
+                    k: r["loadgen"][k]
+                    for k in (
+                        "readers",
+                        "readers_dropped",
+                        "close_codes",
+                        "publisher_closed",
+                        "messages_sent",
+                        "undelivered_after_drain",
+                    )
+                }
+                for r in rs
+                if r.get("loadgen")
+            ]
         summary.setdefault(scenario, {}).setdefault(variant, {})[label] = entry
 
     for scenario, variants in summary.items():
@@ -853,6 +1031,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 entry["ratio_to_websockets"] = ratio(
                     runs, scenario, variant, label, ws_label, metric
                 )
+                cost = CPU_COST.get(scenario, ("", ""))[0]
+                if cost:
+                    entry["cpu_ratio_to_loop"] = ratio(
+                        runs, scenario, variant, label, loop_label, cost
+                    )
+                if target.ref and REFS and target.ref != REFS[0]:
+                    before = f"{target.base}@{REFS[0]}"
+                    entry["ratio_to_first_ref"] = ratio(
+                        runs, scenario, variant, label, before, metric
+                    )
+                    if cost:
+                        entry["cpu_ratio_to_first_ref"] = ratio(
+                            runs, scenario, variant, label, before, cost
+                        )
     return summary
 
 
@@ -863,7 +1055,7 @@ def ratio(
     for r in runs:
         if r["scenario"] == scenario and r["variant"] == variant and r["target"] in (label, base):
             value = r.get(metric)
-            if value is not None and r["ok"]:
+            if value is not None and measured(r):
                 per_rep.setdefault(r["rep"], {})[r["target"]] = value
     ratios = [v[label] / v[base] for v in per_rep.values() if label in v and v.get(base)]
     return median(ratios)
@@ -923,7 +1115,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         "Ratios: **× loop** is against the hand-written Starlette loop and **× ws** against the"
         " `websockets` library's own server, both on the same event loop as the row (asyncio"
-        " rows: `starlette-loop` on uvicorn and `websockets` on uvloop; trio rows:"
+        " rows: `starlette-loop` on uvicorn and `websockets` on uvloop; hypercorn-asyncio rows:"
+        " `starlette-loop-hca` and `websockets`; trio rows:"
         " `starlette-loop-trio` on hypercorn -k trio and `websockets-trio`). Figures are medians"
         " over repetitions; **srv CPU** / **gen CPU** are the server's and the load generator's"
         " CPU use over the measured window (100% = one core), **other** is the rest of the"
@@ -931,7 +1124,20 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
     ]
     src = m.get("wsrooms_source") or {}
-    if src:
+    if isinstance(src, list):
+        wheres = [
+            f"`@{x['ref']}` = {x['from']} at {(x['commit'] or '?')[:10]}"
+            + (f" with uncommitted changes (digest {x['digest']})" if x.get("dirty") else "")
+            for x in src
+        ]
+        lines += [
+            f"**wsrooms:** {m['packages'].get('wsrooms')}, at {len(src)} git refs in this one"
+            f" run: {', '.join(wheres)}. Each wsrooms target runs once per ref (labelled"
+            " `target@ref`); **× before** is the ratio to the same target at the first ref,"
+            " per repetition, then the median.",
+            "",
+        ]
+    elif src:
         where = src["from"] + (f" at {src['commit'][:10]}" if src.get("commit") else "")
         if src.get("dirty"):
             where += " with uncommitted changes"
@@ -1106,6 +1312,99 @@ def render_markdown(data: dict[str, Any]) -> str:
             header = ["target", "connections/s", "× loop", "× ws", "RSS after warm-up MiB"]
             header += ["RSS after all MiB", "growth MiB", "srv CPU", "gen CPU"]
             lines += [f"### {variant}", "", *table(header, rows)]
+    if "flood" in s:
+        lines += [
+            "## Flood",
+            "",
+            "One client sends 100-byte messages as fast as its socket takes them (it waits for"
+            " TCP backpressure, never for replies) into a room of readers that read"
+            " everything, for a bounded time and message count, then everything sent has a"
+            " bounded drain to arrive. **deliveries/s** are the readers' from the first send"
+            " to the last receipt (to the end of the drain if something never came);"
+            " **sent/s** is the flooder's own rate; **dropped** counts readers the server"
+            " closed, per repetition (the goal is none); **backlog/reader** is how many"
+            " messages each reader still had to get when the flood stopped (what the server"
+            " and the kernel held); **drain s** how long they took to arrive; **left** what"
+            " was still missing after the drain.",
+            "",
+        ]
+        for variant, targets in s["flood"].items():
+            rows = []
+            for label in labels_in(targets):
+                e = targets[label]
+                md = e["median"]
+                per_rep = e.get("flood") or []
+                dropped = "/".join(str(f["readers_dropped"]) for f in per_rep) or "–"
+                codes: dict[str, int] = {}
+                for f in per_rep:
+                    for code, n in f["close_codes"].items():
+                        codes[code] = codes.get(code, 0) + n
+                if codes:
+                    dropped += " (" + ", ".join(f"{c}" for c in codes) + ")"
+                rows.append(
+                    [
+                        label,
+                        BY_LABEL[label].server,
+                        fmt(md.get("deliveries_per_s")),
+                        *ratios(e),
+                        fmt(md.get("messages_per_s")),
+                        dropped,
+                        fmt(md.get("backlog_per_reader_at_stop")),
+                        fmt(md.get("drain_s"), 1),
+                        fmt(md.get("undelivered_after_drain")),
+                        fmt(md.get("p50_ms"), 1),
+                        fmt(md.get("p99_ms"), 1),
+                        f"{mib(md.get('server_rss_growth'))} ({mib(md.get('server_peak_growth'))})",
+                        pct(md.get("server_cpu_pct")),
+                        pct(md.get("loadgen_cpu_pct")),
+                        pct(md.get("other_cpu_pct")) + err(e),
+                    ]
+                )
+            header = ["target", "<server", "deliveries/s", "× loop", "× ws", "sent/s"]
+            header += ["dropped", "backlog/reader", "drain s", "left", "p50 ms", "p99 ms"]
+            header += ["RSS growth MiB (peak)", "srv CPU", "gen CPU", "other"]
+            lines += [f"### {variant}", "", *table(header, rows)]
+    if REFS:
+        lines += [
+            "## Before / after",
+            "",
+            f"Each wsrooms target at `@{REFS[-1]}` against itself at `@{REFS[0]}`, same run:"
+            " the headline figure's ratio per repetition, then the median (idle memory:"
+            " lower is better; every other row: higher is better). **CPU/op** columns are"
+            " the same ratios of server CPU time per delivery, round trip or connection"
+            " (lower is better): they hold up better than rates when other tenants take"
+            " part of the server's core.",
+            "",
+        ]
+        rows = []
+        for scenario, variants in s.items():
+            metric, _ = HEADLINE[scenario]
+            for variant, entries in variants.items():
+                for label in labels_in(entries):
+                    target = BY_LABEL[label]
+                    if target.ref != REFS[-1]:
+                        continue
+                    before = entries.get(f"{target.base}@{REFS[0]}", {"median": {}})
+                    e = entries[label]
+                    digits = 1 if metric == "rss_per_conn_kb" else 0
+                    rows.append(
+                        [
+                            f"{scenario} {variant}",
+                            target.base,
+                            fmt(before["median"].get(metric), digits),
+                            fmt(e["median"].get(metric), digits),
+                            fmt_ratio(e.get("ratio_to_first_ref")),
+                            fmt_ratio(before.get("ratio_to_loop")),
+                            fmt_ratio(e.get("ratio_to_loop")),
+                            fmt_ratio(e.get("cpu_ratio_to_first_ref")),
+                            fmt_ratio(before.get("cpu_ratio_to_loop")),
+                            fmt_ratio(e.get("cpu_ratio_to_loop")),
+                        ]
+                    )
+        header = ["<scenario", "<target", f"@{REFS[0]}", f"@{REFS[-1]}", "× before"]
+        header += [f"× loop @{REFS[0]}", f"× loop @{REFS[-1]}", "CPU/op × before"]
+        header += [f"CPU/op × loop @{REFS[0]}", f"CPU/op × loop @{REFS[-1]}"]
+        lines += table(header, rows)
     lines += table(["target", "<server", "<what"], [[t.label, t.server, t.note] for t in TARGETS])
     lines.insert(len(lines) - len(TARGETS) - 3, "## Targets\n")
     return "\n".join(lines)
@@ -1132,51 +1431,51 @@ def describe_stuck(entry: dict[str, Any]) -> str:
 
 
 def plot(data: dict[str, Any]) -> None:
+    """The plots show the statistic of the headline tables: per target, the median over
+    repetitions of (target / the hand-written loop on the same server, same repetition)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = data["summary"]
-    for scenario, metric, ylabel, fname, title in [
+    for scenario, ylabel, fname, title in [
         (
             "fanout",
-            "deliveries_per_s",
-            "deliveries/s (median)",
+            "deliveries/s, × the loop on the same server",
             "fanout.png",
-            "Fan-out: deliveries/s",
+            "Fan-out: deliveries/s against the hand-written loop (higher is better)",
         ),
         (
             "idle",
-            "rss_per_conn_kb",
-            "server RSS per connection, KiB (median)",
+            "server RSS per idle connection, × the loop",
             "memory.png",
-            "Idle memory per connection",
+            "Idle memory per connection against the hand-written loop (lower is better)",
         ),
     ]:
         if scenario not in s:
             continue
         variants = list(s[scenario])
         labels = [t.label for t in TARGETS if any(t.label in s[scenario][v] for v in variants)]
-        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4.5))
+        fig, ax = plt.subplots(figsize=(max(7, 0.75 * len(labels) + 2), 4.8))
         width = 0.8 / max(1, len(variants))
         for i, v in enumerate(variants):
-            values = [
-                (s[scenario][v].get(lb) or {}).get("median", {}).get(metric) or 0 for lb in labels
-            ]
+            values = [(s[scenario][v].get(lb) or {}).get("ratio_to_loop") or 0 for lb in labels]
             xs = [x + i * width - 0.4 + width / 2 for x in range(len(labels))]
             bars = ax.bar(xs, values, width, label=v)
             ax.bar_label(
-                bars,
-                labels=[f"{val:,.0f}" if val >= 100 else f"{val:.1f}" for val in values],
-                fontsize=7,
-                rotation=90,
-                padding=2,
+                bars, labels=[f"{val:.2f}" for val in values], fontsize=7, rotation=90, padding=2
             )
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title} ({data['machine']['cpu']}, server on 1 core)", fontsize=10)
+        reps = data["config"]["reps"]
+        ax.set_title(
+            f"{title}\nmedian of {reps} per-repetition ratios; {data['machine']['cpu']},"
+            " server on 1 core",
+            fontsize=9,
+        )
         ax.margins(y=0.2)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -1195,7 +1494,7 @@ def importable(target: Target) -> tuple[str, str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env=child_env(),
+        env=child_env(target),
     )
     if proc.returncode == 0:
         return "ok", ""
@@ -1247,12 +1546,27 @@ def main() -> int:
     )
     parser.add_argument(
         "--wsrooms-ref",
-        default=None,
+        action="append",
+        default=[],
         help="measure wsrooms as committed at this git ref (e.g. HEAD) instead of the"
-        " working tree, so that edits during a long run do not leak into it",
+        " working tree, so that edits during a long run do not leak into it; give it twice"
+        " or more (e.g. --wsrooms-ref 5359757 --wsrooms-ref core) to measure each ref in the"
+        " same run, as targets named <target>@<ref>; ratios to the first ref are reported",
+    )
+    parser.add_argument(
+        "--rerender",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="only rebuild results.md and the plots from a results.json (next to it), e.g."
+        " after a change to the report; nothing is run",
     )
     args = parser.parse_args()
-    global RESULTS, RAW, WSROOMS_SRC
+    global RESULTS, RAW, WSROOMS_SRC, REFS
+
+    if args.rerender:
+        ensure_venv(args)
+        return rerender(args.rerender)
 
     if args.setup:
         setup(args.venv)
@@ -1285,16 +1599,31 @@ def main() -> int:
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
 
-    snapshot_sha = None
-    if args.wsrooms_ref:
+    # Each --wsrooms-ref is REF or NAME=REF (NAME labels the targets, e.g. core=/work/core).
+    specs = {spec.partition("=")[0]: spec.partition("=")[2] or spec for spec in args.wsrooms_ref}
+    infos: dict[str, dict[str, Any]] = {}
+    for name, ref in specs.items():
         import tempfile
 
         tmp = Path(tempfile.mkdtemp(prefix="wsrooms-bench-src-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        snapshot_sha = snapshot_wsrooms(args.wsrooms_ref, tmp)
-        WSROOMS_SRC = tmp / "src"
-        print(f"wsrooms from git {args.wsrooms_ref} ({snapshot_sha[:10]}) at {WSROOMS_SRC}")
-    source = wsrooms_source(args.wsrooms_ref, snapshot_sha)
+        infos[name] = snapshot_wsrooms(ref, tmp) | {"ref": name}
+        REF_SRC[name] = tmp / "src"
+        info = infos[name]
+        print(
+            f"wsrooms {name}: {info['from']} at {(info['commit'] or '?')[:10]}"
+            + (f", uncommitted changes (digest {info['digest']})" if info.get("dirty") else "")
+        )
+    source: Any
+    if len(specs) == 1:
+        WSROOMS_SRC = next(iter(REF_SRC.values()))
+        source = next(iter(infos.values()))
+    elif specs:
+        REFS = list(specs)
+        expand_refs(REF_SRC)
+        source = list(infos.values())
+    else:
+        source = wsrooms_source()
 
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -1302,19 +1631,21 @@ def main() -> int:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}")
     wanted = [t for t in args.targets.split(",") if t]
+    bases = {t.base for t in TARGETS if t.base}
     for label in wanted:
-        if label not in BY_LABEL:
+        if label not in BY_LABEL and label not in bases:
             parser.error(f"unknown target {label!r}; known: {', '.join(BY_LABEL)}")
-    targets = [t for t in TARGETS if not wanted or t.label in wanted]
+    # A target named without "@ref" stands for its copy at every ref.
+    targets = [t for t in TARGETS if not wanted or t.label in wanted or t.base in wanted]
 
     skipped: dict[str, str] = {}
     broken: dict[str, str] = {}
-    checked: dict[str, tuple[str, str]] = {}
+    checked: dict[tuple[str, str | None], tuple[str, str]] = {}
     usable = []
     for t in targets:
-        if t.module not in checked:
-            checked[t.module] = importable(t)
-        state, why = checked[t.module]
+        if (t.module, t.ref) not in checked:
+            checked[t.module, t.ref] = importable(t)
+        state, why = checked[t.module, t.ref]
         if state == "ok":
             usable.append(t)
         elif state == "missing":
@@ -1371,6 +1702,7 @@ def main() -> int:
             "scenarios": scenarios,
             "targets": [t.label for t in usable],
             "fanout_window": FANOUT_WINDOW,
+            "wsrooms_refs": REFS,
             "send_queue_size": SEND_QUEUE_SIZE,
             "plan": {s: plan[s] for s in scenarios},
         },
@@ -1409,6 +1741,23 @@ def main() -> int:
             print(f"  {r['scenario']} {r['variant']} {r['target']} rep {r['rep']}: {r['error']}")
         return 1
     print(f"all {len(runs)} runs passed in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def rerender(path: Path) -> int:
+    """Rebuild results.md and the plots from a results.json: medians and ratios are taken
+    again from its runs, with this version of the report."""
+    global RESULTS, REFS
+    data = json.loads(path.read_text())
+    RESULTS = path.resolve().parent
+    REFS = list(data["config"].get("wsrooms_refs") or [])
+    if REFS:
+        expand_refs({ref: Path() for ref in REFS})
+    data["summary"] = summarize(data["runs"])
+    (RESULTS / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (RESULTS / "results.md").write_text(render_markdown(data))
+    plot(data)
+    print(f"rebuilt {RESULTS / 'results.md'} and the plots from {len(data['runs'])} runs")
     return 0
 
 

@@ -6,6 +6,7 @@
 Servers:
   uvicorn         uvloop, httptools, websockets-sansio, permessage-deflate off
   hypercorn-trio  hypercorn's trio worker (the ``hypercorn -k trio`` code path)
+  hypercorn-asyncio  hypercorn's asyncio worker on uvloop (the ``hypercorn -k uvloop`` code path)
   native          the target's own ``main(host, port)`` (the ``websockets`` servers)
 """
 
@@ -68,17 +69,24 @@ def main() -> int:
             access_log=False,
             backlog=4096,
         )
-    elif args.server == "hypercorn-trio":
-        import trio
+    elif args.server in ("hypercorn-trio", "hypercorn-asyncio"):
         from hypercorn.config import Config
-        from hypercorn.trio import serve
 
         config = Config()
         config.bind = [f"{args.host}:{args.port}"]
         config.backlog = 4096
         config.accesslog = None
         config.loglevel = "WARNING"
-        trio.run(serve, module.app, config)
+        if args.server == "hypercorn-trio":
+            import trio
+            from hypercorn.trio import serve as trio_serve
+
+            trio.run(trio_serve, module.app, config)
+        else:
+            import uvloop
+            from hypercorn.asyncio import serve as asyncio_serve
+
+            uvloop.run(asyncio_serve(module.app, config))
     else:
         parser.error(f"unknown server {args.server!r}")
     return 0

@@ -2,7 +2,9 @@
 
 One ``Room`` per room name, all in one ``Hub``. Subscribers are connected to their room
 (``async with room.connect(websocket)``) and only read; the publisher is accepted but not
-connected, and hands each message to ``room.push()`` without awaiting it.
+connected, and awaits ``room.push()`` for each message: a push made outside any connection
+must be awaited, or nothing slows a flood at its source (docs: "Broadcast, delivery and
+slow clients"). Awaiting it costs nothing while every member keeps up.
 """
 
 from starlette.applications import Starlette
@@ -36,7 +38,7 @@ async def publisher(websocket: WebSocket) -> None:
     room = get_room(websocket.path_params["room"])
     await websocket.accept()
     async for message in websocket.iter_text():
-        room.push(message)
+        await room.push(message)
 
 
 async def stats(websocket: WebSocket) -> None:
