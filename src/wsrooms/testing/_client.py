@@ -437,7 +437,9 @@ class WebSocketClient:
     # Internals
 
     async def _abort(self) -> None:
-        with anyio.CancelScope(shield=True):
+        # Shielded so an abort still happens in a cancelled test, and bounded so it
+        # cannot hang one (a reset needs no answer from the peer).
+        with anyio.move_on_after(self._close_timeout, shield=True):
             await self._link.abort()
 
     def _closed_error(self) -> ConnectionClosed:
